@@ -1,0 +1,5 @@
+"""The local inference engine for the Kimi K2 / DeepSeek-V3 architecture.
+
+Owns the model, fp8 kernels, checkpoint loader, tokenizer, chat format, KV cache, scheduler and server.
+May import torch, triton, safetensors and tiktoken; never imports `kcode`, `tools` or `swe_harness`.
+"""

@@ -1,0 +1,5 @@
+"""`python -m kcode` runs the CLI."""
+
+from kcode.cli import main
+
+main()
