@@ -64,7 +64,8 @@ class OutputClamp:
         omitted_lines = max(total_lines - _count_lines(head) - _count_lines(tail), 0)
         marker = (f"[... {omitted_lines:,} lines ({omitted_chars:,} characters) left out of "
                   f"{total_lines:,} lines; the whole output is saved in {path} ...]")
-        return f"{head}\n{marker}\n{tail}"
+        separator = "" if head.endswith("\n") else "\n"
+        return f"{head}{separator}{marker}\n{tail}"
 
 
 def _count_lines(text: str) -> int:

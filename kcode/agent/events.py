@@ -1,0 +1,82 @@
+"""What the agent loop reports while it works. UIs, printers and trajectory writers consume these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from kcode.messages import Message, ToolCall
+from tools.base import ToolResult
+
+
+@dataclass(frozen=True)
+class AssistantDelta:
+    """A piece of streamed assistant text (`reasoning` for a thinking model's reasoning)."""
+
+    text: str
+    reasoning: bool = False
+
+
+@dataclass(frozen=True)
+class ToolCallStarted:
+    """The model asked for a call; approval and execution follow."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class ToolCallFinished:
+    """A call's result, already clamped, exactly as the model will read it."""
+
+    call: ToolCall
+    result: ToolResult
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """Tokens of one completion and the running totals for the session."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost_usd: float | None
+
+
+@dataclass(frozen=True)
+class MessageAdded:
+    """A message joined the history; the session writer persists these as they happen."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """The history was compacted to fit the context window."""
+
+    tokens_before: int
+    tokens_after: int
+    summary: str
+
+
+@dataclass(frozen=True)
+class AgentError:
+    """Something went wrong that the user should see (the API failed, a limit was hit)."""
+
+    message: str
+
+
+TurnEndReason = Literal["answered", "submitted", "step_limit", "token_limit", "cost_limit", "time_limit",
+                        "repeated_call", "interrupted", "error"]
+
+
+@dataclass(frozen=True)
+class TurnEnded:
+    """The turn is over and why."""
+
+    reason: TurnEndReason
+
+
+Event = (AssistantDelta | ToolCallStarted | ToolCallFinished | UsageReport | MessageAdded | Compacted
+         | AgentError | TurnEnded)
+EventSink = Callable[[Event], None]
