@@ -59,7 +59,10 @@ def test_head_and_tail_are_cut_at_line_boundaries(tmp_path: Path) -> None:
 def test_one_huge_line_is_still_clamped(tmp_path: Path) -> None:
     out = _clamp(tmp_path).text("x" * 50_000)
     assert len(out) <= 1000
-    assert _numbers(out)[2] == 1
+    omitted_lines, omitted_chars, total_lines = _numbers(out)
+    assert (omitted_lines, total_lines) == (0, 1)
+    kept = out.replace(MARKER.search(out).group(0) + "\n", "", 1)
+    assert omitted_chars == 50_000 - len(kept)
 
 
 def test_file_clamp_reads_a_large_file_and_counts_it_exactly(tmp_path: Path) -> None:
@@ -73,6 +76,9 @@ def test_file_clamp_reads_a_large_file_and_counts_it_exactly(tmp_path: Path) -> 
     assert out.endswith(line)
     omitted_lines, omitted_chars, total_lines = _numbers(out)
     assert total_lines == 20_000
+    kept = out.replace(MARKER.search(out).group(0) + "\n", "", 1)
+    assert omitted_lines == 20_000 - kept.count("\n")
+    assert omitted_chars == 20_000 * 100 - len(kept)
     assert MARKER.search(out).group(4) == str(path)
 
 
