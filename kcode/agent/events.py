@@ -52,11 +52,34 @@ class MessageAdded:
 
 @dataclass(frozen=True)
 class Compacted:
-    """The history was compacted to fit the context window."""
+    """The history was compacted to fit the context window.
+
+    `summary` is empty when eliding old tool outputs was enough; `history` is the new history in full,
+    so a session file can replay the compaction on resume instead of paying for it again.
+    """
 
     tokens_before: int
     tokens_after: int
     summary: str
+    elided_outputs: int = 0
+    history: tuple[Message, ...] = ()
+
+
+@dataclass(frozen=True)
+class CompletionRetrying:
+    """The backend is retrying the completion: the text streamed since the last step start is void."""
+
+    attempt: int
+    max_attempts: int
+    delay_s: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user may like to know that is not an error (compaction starting, a call not run)."""
+
+    message: str
 
 
 @dataclass(frozen=True)
@@ -78,5 +101,5 @@ class TurnEnded:
 
 
 Event = (AssistantDelta | ToolCallStarted | ToolCallFinished | UsageReport | MessageAdded | Compacted
-         | AgentError | TurnEnded)
+         | CompletionRetrying | Notice | AgentError | TurnEnded)
 EventSink = Callable[[Event], None]
