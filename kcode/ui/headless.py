@@ -1,0 +1,178 @@
+"""What `kcode fix` writes while nobody watches a live screen: short progress lines, or JSON lines.
+
+`ProgressPrinter` writes a few words per step to a stream (stderr), coloured only when asked or when
+the stream is a terminal. `JsonEventWriter` writes one JSON object per event per line (stdout with
+`--json`), flushed at once so a pipe sees each event as it happens. Its schema, stable across
+releases (fields may be added, none removed or retyped):
+
+    {"type": "text_delta", "text": str, "reasoning": bool}        only when include_deltas is set
+    {"type": "tool_call", "id": str, "name": str, "arguments": str}   arguments: the model's raw JSON text
+    {"type": "tool_result", "id": str, "name": str, "output": str, "is_error": bool,
+     "exit_code": int | null, "diff": str | null, "finished": bool}
+    {"type": "usage", "prompt_tokens": int, "completion_tokens": int, "total_tokens": int,
+     "cost_usd": float | null}                                     total_tokens, cost_usd: session totals
+    {"type": "message", "message": {...}}                          the OpenAI chat form of a new message
+    {"type": "compacted", "tokens_before": int, "tokens_after": int, "summary": str, "elided_outputs": int}
+    {"type": "retrying", "attempt": int, "max_attempts": int, "delay_s": float, "reason": str}
+    {"type": "notice", "message": str}
+    {"type": "error", "message": str}
+    {"type": "turn_ended", "reason": str}
+
+Events of any other kind are skipped by both sinks.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TextIO
+
+from kcode.agent.events import (
+    AgentError,
+    AssistantDelta,
+    Compacted,
+    CompletionRetrying,
+    MessageAdded,
+    Notice,
+    ToolCallFinished,
+    ToolCallStarted,
+    TurnEnded,
+    UsageReport,
+)
+from kcode.ui.describe import call_summary, format_cost, format_tokens, one_line, result_summary
+from kcode.ui.errors import DisplaySettingError
+
+_ANSI = {"dim": "2", "red": "31", "green": "32", "yellow": "33", "bold": "1"}
+
+
+class ProgressPrinter:
+    """Prints `[step] what happened` lines; `color=None` colours only a stream that is a terminal."""
+
+    def __init__(self, stream: TextIO, *, color: bool | None = None, max_chars: int = 120) -> None:
+        if max_chars < 20:
+            raise DisplaySettingError(f"max_chars must be at least 20, got {max_chars}")
+        self.stream = stream
+        self.color = stream.isatty() if color is None else color
+        self.max_chars = max_chars
+        self._step = 0
+        self._in_step = False
+        self._text: list[str] = []
+        self._last_usage: UsageReport | None = None
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, AssistantDelta):
+            self._enter_step()
+            if not event.reasoning:
+                self._text.append(event.text)
+            return
+        if isinstance(event, UsageReport):
+            self._last_usage = event
+            return
+        if isinstance(event, CompletionRetrying):
+            self._text = []  # what streamed before the retry is void
+        else:
+            self._flush_text()
+        if isinstance(event, ToolCallStarted):
+            self._enter_step()
+            self._line(f"{event.call.name}: {call_summary(event.call, self.max_chars)}", step=True)
+        elif isinstance(event, ToolCallFinished):
+            summary = result_summary(event.call, event.result, self.max_chars)
+            self._line(f"  error: {summary}" if event.result.is_error else f"  {summary}",
+                       "red" if event.result.is_error else "dim", step=True)
+            self._in_step = False
+        else:
+            self._note(event)
+
+    def _note(self, event: object) -> None:
+        if isinstance(event, Compacted):
+            self._line(f"compacted: {format_tokens(event.tokens_before)} → {format_tokens(event.tokens_after)} "
+                       "tokens", "dim")
+        elif isinstance(event, CompletionRetrying):
+            self._line(f"retrying in {event.delay_s:.0f}s (attempt {event.attempt} of {event.max_attempts}): "
+                       f"{one_line(event.reason, self.max_chars)}", "yellow")
+        elif isinstance(event, Notice):
+            self._line(f"note: {one_line(event.message, self.max_chars)}", "dim")
+        elif isinstance(event, AgentError):
+            self._line(f"error: {one_line(event.message, self.max_chars)}", "red")
+        elif isinstance(event, TurnEnded):
+            self._line(self._done_line(event), "green" if event.reason in ("submitted", "answered") else "yellow")
+            self._step = 0
+            self._in_step = False
+
+    def _done_line(self, event: TurnEnded) -> str:
+        parts = [f"done: {event.reason.replace('_', ' ')}", f"{self._step} step{'s' if self._step != 1 else ''}"]
+        usage = self._last_usage
+        if usage is not None:
+            parts.append(f"{format_tokens(usage.total_tokens)} tokens")
+            if usage.cost_usd is not None:
+                parts.append(format_cost(usage.cost_usd))
+        return " · ".join(parts)
+
+    def _enter_step(self) -> None:
+        if not self._in_step:
+            self._step += 1
+            self._in_step = True
+
+    def _flush_text(self) -> None:
+        text = "".join(self._text).strip()
+        self._text = []
+        if text:
+            self._line(one_line(text, self.max_chars), step=True)
+
+    def _line(self, text: str, style: str = "", *, step: bool = False) -> None:
+        prefix = self._paint(f"[{self._step}] ", "dim") if step else ""
+        self.stream.write(prefix + self._paint(text, style) + "\n")
+        self.stream.flush()
+
+    def _paint(self, text: str, style: str) -> str:
+        if not self.color or not style:
+            return text
+        return f"\x1b[{_ANSI[style]}m{text}\x1b[0m"
+
+
+class JsonEventWriter:
+    """Writes each event as one line of JSON; streamed text only with `include_deltas`, since the
+    `message` events already carry every finished message whole."""
+
+    def __init__(self, stream: TextIO, *, include_deltas: bool = False) -> None:
+        self.stream = stream
+        self.include_deltas = include_deltas
+
+    def __call__(self, event: object) -> None:
+        record = event_record(event)
+        if record is None or (record["type"] == "text_delta" and not self.include_deltas):
+            return
+        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.stream.flush()
+
+
+def event_record(event: object) -> dict[str, Any] | None:
+    """The JSON-ready form of an event (the schema above), or None for an event kind it does not know."""
+    if isinstance(event, AssistantDelta):
+        return {"type": "text_delta", "text": event.text, "reasoning": event.reasoning}
+    if isinstance(event, ToolCallStarted):
+        call = event.call
+        return {"type": "tool_call", "id": call.id, "name": call.name, "arguments": call.arguments}
+    if isinstance(event, ToolCallFinished):
+        result, data = event.result, event.result.data
+        exit_code, diff = data.get("exit_code"), data.get("diff")
+        return {"type": "tool_result", "id": event.call.id, "name": event.call.name, "output": result.output,
+                "is_error": result.is_error, "exit_code": exit_code if isinstance(exit_code, int) else None,
+                "diff": diff if isinstance(diff, str) else None, "finished": result.finished}
+    if isinstance(event, UsageReport):
+        return {"type": "usage", "prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
+                "total_tokens": event.total_tokens, "cost_usd": event.cost_usd}
+    if isinstance(event, MessageAdded):
+        return {"type": "message", "message": event.message.to_openai()}
+    if isinstance(event, Compacted):
+        return {"type": "compacted", "tokens_before": event.tokens_before, "tokens_after": event.tokens_after,
+                "summary": event.summary, "elided_outputs": event.elided_outputs}
+    if isinstance(event, CompletionRetrying):
+        return {"type": "retrying", "attempt": event.attempt, "max_attempts": event.max_attempts,
+                "delay_s": event.delay_s, "reason": event.reason}
+    if isinstance(event, Notice):
+        return {"type": "notice", "message": event.message}
+    if isinstance(event, AgentError):
+        return {"type": "error", "message": event.message}
+    if isinstance(event, TurnEnded):
+        return {"type": "turn_ended", "reason": event.reason}
+    return None

@@ -1,0 +1,138 @@
+"""The chat's input line: a prompt_toolkit prompt with saved history, multi-line entry and completion.
+
+Keys: Enter sends. Esc then Enter (Alt-Enter in most terminals), Ctrl-J, or a backslash typed at the end
+of a line before Enter start a new line instead; pasted text keeps its newlines. Ctrl-C clears the line,
+and on an empty line raises KeyboardInterrupt (the chat decides what that means); Ctrl-D on an empty line
+raises EOFError (the chat exits). Completion pops up as you type: slash commands at the start of the
+line, and paths after `@`, relative to the workspace root (the text stays as typed; `@src/app.py`
+simply names the file to the model).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.history import FileHistory
+from prompt_toolkit.input import Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.output import Output
+from prompt_toolkit.styles import Style
+
+SLASH_COMMANDS = ("/help", "/model", "/clear", "/compact", "/cost", "/exit")
+"""The chat's own commands; `ReplInput` completes these and any it is given."""
+MAX_PATH_COMPLETIONS = 200
+"""More entries than a menu can usefully show; a huge directory stops here rather than stalling the prompt."""
+
+_STYLE = Style.from_dict({
+    "prompt": "bold ansicyan",
+    "continuation": "ansibrightblack",
+    "bottom-toolbar": "noreverse ansibrightblack",
+})
+
+
+class ChatCompleter(Completer):
+    """Slash commands at the start of the line; files and directories after `@`."""
+
+    def __init__(self, root: Path, commands: Iterable[str]) -> None:
+        self.root = root
+        self.commands = sorted(set(commands))
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
+        before = document.text_before_cursor
+        if _is_slash_command(before):
+            for command in self.commands:
+                if command.startswith(before):
+                    yield Completion(command, start_position=-len(before))
+            return
+        word = before.split()[-1] if before and not before[-1].isspace() else ""
+        if word.startswith("@"):
+            yield from self._paths(word[1:])
+
+    def _paths(self, partial: str) -> Iterator[Completion]:
+        head, slash, stem = partial.rpartition("/")
+        head += slash
+        try:
+            entries = sorted(os.scandir(self.root / head if head else self.root), key=lambda entry: entry.name)
+        except OSError:
+            return
+        shown = 0
+        for entry in entries:
+            if not entry.name.startswith(stem) or (entry.name.startswith(".") and not stem.startswith(".")):
+                continue
+            name = entry.name + ("/" if entry.is_dir() else "")
+            yield Completion(head + name, start_position=-len(partial), display=name)
+            shown += 1
+            if shown >= MAX_PATH_COMPLETIONS:
+                return
+
+
+class ReplInput:
+    """Reads one message at a time; the history lives in `history_path` and survives restarts.
+
+    `toolbar` returns the bottom line's text (say, the model and the tokens used), asked on every
+    redraw; `input` and `output` default to the terminal and are injected by tests.
+    """
+
+    def __init__(self, history_path: Path, *, root: Path, commands: Iterable[str] = (),
+                 toolbar: Callable[[], str] | None = None, input: Input | None = None,
+                 output: Output | None = None) -> None:
+        history_path.parent.mkdir(parents=True, exist_ok=True)
+        self.completer = ChatCompleter(root, [*SLASH_COMMANDS, *commands])
+        self.session: PromptSession[str] = PromptSession(
+            history=FileHistory(str(history_path)),
+            completer=self.completer,
+            complete_while_typing=True,
+            multiline=True,
+            key_bindings=_key_bindings(),
+            prompt_continuation=lambda width, line_number, wrap_count: [("class:continuation", " " * width)],
+            bottom_toolbar=toolbar,
+            style=_STYLE,
+            input=input,
+            output=output,
+        )
+
+    def read(self, prompt: str = "› ") -> str:
+        """The next message as typed, newlines kept; EOFError on Ctrl-D, KeyboardInterrupt on Ctrl-C when empty."""
+        return self.session.prompt([("class:prompt", prompt)])
+
+
+def _key_bindings() -> KeyBindings:
+    bindings = KeyBindings()
+
+    @bindings.add("enter")
+    def _send(event: KeyPressEvent) -> None:
+        buffer = event.current_buffer
+        state = buffer.complete_state
+        if state is not None and state.current_completion is not None:
+            # Enter takes the chosen completion; only a finished slash command goes straight out.
+            buffer.complete_state = None
+            if not _is_slash_command(buffer.text):
+                return
+        if buffer.document.text_before_cursor.endswith("\\"):
+            buffer.delete_before_cursor()
+            buffer.newline(copy_margin=False)
+        else:
+            buffer.validate_and_handle()
+
+    @bindings.add("escape", "enter")
+    @bindings.add("c-j")
+    def _newline(event: KeyPressEvent) -> None:
+        event.current_buffer.newline(copy_margin=False)
+
+    @bindings.add("c-c")
+    def _clear(event: KeyPressEvent) -> None:
+        if event.current_buffer.text:
+            event.current_buffer.reset()
+        else:
+            event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
+
+    return bindings
+
+
+def _is_slash_command(text: str) -> bool:
+    return text.startswith("/") and not any(c.isspace() for c in text.strip())
