@@ -1,0 +1,1 @@
+"""Model definitions: one file per architecture, parameters named exactly as in the checkpoints."""

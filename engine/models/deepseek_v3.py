@@ -1,0 +1,496 @@
+"""The K2 / DeepSeek-V3 decoder: multi-head latent attention (MLA) and a sigmoid-routed mixture of experts.
+
+One file in dependency order. Parameter names are the checkpoint's (`model.layers.N.self_attn.kv_b_proj.weight`,
+`model.layers.N.mlp.experts.E.up_proj.weight`, ...), so loading needs no rename table. Parameters are created
+uninitialised: every value comes from a checkpoint. The slow reference paths stay beside the fast ones and
+are selected in `ModelOptions`: `plain` attention decompresses keys and values per head, `absorbed` folds
+`kv_b_proj` into the query and output so attention runs over the cached 512-d latent; the `loop` MoE runs
+experts one by one, `grouped` sorts tokens by expert first.
+
+Shapes: B batch, S new tokens, T visible key slots (cached + new), H heads, D hidden, C kv_lora_rank,
+R qk_rope_head_dim, N flattened tokens, E routed experts, K experts per token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import ModelConfig
+from engine.fp8 import FP8_DTYPE, dequantize_block_fp8, scale_grid_shape
+
+Device = torch.device | str
+AttentionForm = Literal["plain", "absorbed"]
+MoeForm = Literal["loop", "grouped"]
+
+# DeepSeek's reference code and the checkpoints' own modeling code build the two latent norms with their
+# default epsilon rather than `rms_norm_eps` (the same for K2, 1e-5 vs 1e-6 where a config says 1e-5).
+LATENT_NORM_EPS = 1e-6
+
+
+class ModelInputError(ValueError):
+    """Bad options, ids, positions, mask or cache handed to the model."""
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to run the model: passed in, never global."""
+
+    dtype: torch.dtype = torch.bfloat16
+    """Weights and activations; the router and the softmax always compute in fp32."""
+    attention: AttentionForm = "absorbed"
+    moe: MoeForm = "grouped"
+    fp8_block: tuple[int, int] | None = None
+    """Keep projection weights in block fp8 with this block size, dequantising on the fly."""
+
+    def __post_init__(self) -> None:
+        if self.attention not in ("plain", "absorbed"):
+            raise ModelInputError(f"attention must be 'plain' or 'absorbed', got {self.attention!r}")
+        if self.moe not in ("loop", "grouped"):
+            raise ModelInputError(f"moe must be 'loop' or 'grouped', got {self.moe!r}")
+
+
+# ---- building blocks -----------------------------------------------------------------------------------
+
+
+def _param(*shape: int, dtype: torch.dtype, device: Device) -> nn.Parameter:
+    return nn.Parameter(torch.empty(*shape, dtype=dtype, device=device), requires_grad=False)
+
+
+class Linear(nn.Module):
+    """y = x W^T, without bias (no projection in these checkpoints has one)."""
+
+    def __init__(self, fan_in: int, fan_out: int, *, dtype: torch.dtype, device: Device):
+        super().__init__()
+        self.weight = _param(fan_out, fan_in, dtype=dtype, device=device)
+
+    def dense_weight(self) -> torch.Tensor:
+        return self.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+class Fp8Linear(nn.Module):
+    """A block-fp8 weight with its fp32 `weight_scale_inv`, dequantised to the compute dtype when used."""
+
+    def __init__(self, fan_in: int, fan_out: int, *, block: tuple[int, int], dtype: torch.dtype, device: Device):
+        super().__init__()
+        self.block = block
+        self.compute_dtype = dtype
+        self.weight = _param(fan_out, fan_in, dtype=FP8_DTYPE, device=device)
+        grid = scale_grid_shape((fan_out, fan_in), block)
+        self.weight_scale_inv = _param(*grid, dtype=torch.float32, device=device)
+
+    def dense_weight(self) -> torch.Tensor:
+        return dequantize_block_fp8(self.weight, self.weight_scale_inv, self.block, self.compute_dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.dense_weight())
+
+
+def _projection(fan_in: int, fan_out: int, options: ModelOptions, device: Device) -> Linear | Fp8Linear:
+    """A checkpoint projection: block fp8 when the options keep fp8, else a plain weight."""
+    if options.fp8_block is None:
+        return Linear(fan_in, fan_out, dtype=options.dtype, device=device)
+    return Fp8Linear(fan_in, fan_out, block=options.fp8_block, dtype=options.dtype, device=device)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, *, dtype: torch.dtype, device: Device):
+        super().__init__()
+        self.eps = eps
+        self.weight = _param(dim, dtype=dtype, device=device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * self.weight.float()).to(x.dtype)
+
+
+class Embedding(nn.Module):
+    def __init__(self, vocab_size: int, dim: int, *, dtype: torch.dtype, device: Device):
+        super().__init__()
+        self.weight = _param(vocab_size, dim, dtype=dtype, device=device)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)); the dense layers, each expert and the shared experts."""
+
+    def __init__(self, dim: int, inter: int, options: ModelOptions, device: Device):
+        super().__init__()
+        self.gate_proj = _projection(dim, inter, options, device)
+        self.up_proj = _projection(dim, inter, options, device)
+        self.down_proj = _projection(inter, dim, options, device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+# ---- rotary position embedding -------------------------------------------------------------------------
+
+
+def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
+    """Per-pair angular frequency [R/2] in float64, with YaRN's interpolation of the low frequencies."""
+    dim, base = config.qk_rope_head_dim, config.rope_theta
+    freqs = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    yarn = config.rope_scaling
+    if yarn is None:
+        return freqs
+
+    def correction_dim(rotations: float) -> float:
+        # the pair index whose wavelength fits `rotations` times into the original context
+        return dim * math.log(yarn.original_max_position_embeddings / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(yarn.beta_fast)), 0)
+    high = min(math.ceil(correction_dim(yarn.beta_slow)), dim - 1)
+    span = high - low if high != low else 0.001
+    ramp = ((torch.arange(dim // 2, dtype=torch.float64) - low) / span).clamp(0, 1)
+    keep = 1 - ramp  # 1: high frequency, extrapolated as is; 0: divided by the factor
+    return freqs / yarn.factor * (1 - keep) + freqs * keep
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin [B, S, R/2] for explicit positions, so padded and cached sequences rotate correctly.
+
+    Angles are computed in float64 (fp32 loses ~1e-4 rad at position 3000); the frequencies are a plain
+    attribute rather than a buffer so that casting the model never rounds them.
+    """
+
+    def __init__(self, config: ModelConfig, device: Device):
+        super().__init__()
+        self.amplitude = config.rope_amplitude
+        self.inv_freq = rope_inv_freq(config).to(device)  # [R/2] float64
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = self.inv_freq.to(positions.device)
+        angles = positions.to(torch.float64)[..., None] * inv_freq  # [B, S, R/2]
+        return (angles.cos() * self.amplitude).float(), (angles.sin() * self.amplitude).float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x0, x1), (x2, x3), ... of the last dim, as the checkpoints are laid out."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return rotated.flatten(-2).to(x.dtype)
+
+
+# ---- latent KV cache -----------------------------------------------------------------------------------
+
+
+class LatentCache:
+    """MLA's cache: per layer and token slot, the normalised latent [C] and the roped shared key [R].
+
+    Sequences of a batch share slot numbers; `key_valid` marks the slots that hold real tokens, so left or
+    right padding costs slots but never attention. A forward pass `reserve`s its slots, each layer `store`s
+    into them, and `commit` makes them visible to the next pass.
+    """
+
+    def __init__(self, config: ModelConfig, batch_size: int, capacity: int, *, dtype: torch.dtype, device: Device):
+        layers = config.num_hidden_layers
+        self.latent = torch.zeros(layers, batch_size, capacity, config.kv_lora_rank, dtype=dtype, device=device)
+        self.k_rope = torch.zeros(layers, batch_size, capacity, config.qk_rope_head_dim, dtype=dtype, device=device)
+        self.key_valid = torch.zeros(batch_size, capacity, dtype=torch.bool, device=device)
+        self.length = 0
+        """Slots committed so far."""
+
+    @property
+    def capacity(self) -> int:
+        return self.key_valid.shape[1]
+
+    def next_positions(self) -> torch.Tensor:
+        """[B] the position of each sequence's next token: its count of real tokens so far."""
+        return self.key_valid[:, : self.length].sum(dim=-1)
+
+    def reserve(self, valid: torch.Tensor) -> torch.Tensor:
+        """Claim slots for [B, S] new tokens; returns the validity [B, T] of every key they may see."""
+        batch, new = valid.shape
+        if batch != self.key_valid.shape[0]:
+            raise ModelInputError(f"cache holds {self.key_valid.shape[0]} sequences, got a batch of {batch}")
+        if self.length + new > self.capacity:
+            raise ModelInputError(f"cache full: {self.length} slots used + {new} new > capacity {self.capacity}")
+        self.key_valid[:, self.length : self.length + new] = valid
+        return self.key_valid[:, : self.length + new]
+
+    def store(self, layer: int, latent: torch.Tensor, k_rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write [B, S, C] / [B, S, R] into the reserved slots; returns all visible [B, T, C] / [B, T, R]."""
+        end = self.length + latent.shape[1]
+        self.latent[layer, :, self.length : end] = latent
+        self.k_rope[layer, :, self.length : end] = k_rope
+        return self.latent[layer, :, :end], self.k_rope[layer, :, :end]
+
+    def commit(self, new: int) -> None:
+        self.length += new
+
+
+# ---- attention -----------------------------------------------------------------------------------------
+
+
+class MultiHeadLatentAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int, options: ModelOptions, device: Device):
+        super().__init__()
+        self.layer = layer
+        self.form = options.attention
+        self.heads = config.num_attention_heads
+        self.nope, self.rope, self.v_dim = config.qk_nope_head_dim, config.qk_rope_head_dim, config.v_head_dim
+        self.rank = config.kv_lora_rank
+        self.scale = config.softmax_scale
+        d, q_out = config.hidden_size, self.heads * config.qk_head_dim
+        self.q_lora = config.q_lora_rank is not None
+        if config.q_lora_rank is None:
+            self.q_proj = _projection(d, q_out, options, device)
+        else:
+            self.q_a_proj = _projection(d, config.q_lora_rank, options, device)
+            self.q_a_layernorm = RMSNorm(config.q_lora_rank, LATENT_NORM_EPS, dtype=options.dtype, device=device)
+            self.q_b_proj = _projection(config.q_lora_rank, q_out, options, device)
+        self.kv_a_proj_with_mqa = _projection(d, self.rank + self.rope, options, device)
+        self.kv_a_layernorm = RMSNorm(self.rank, LATENT_NORM_EPS, dtype=options.dtype, device=device)
+        self.kv_b_proj = _projection(self.rank, self.heads * (self.nope + self.v_dim), options, device)
+        self.o_proj = _projection(self.heads * self.v_dim, d, options, device)
+
+    def _query(self, x: torch.Tensor) -> torch.Tensor:
+        if self.q_lora:
+            return self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        return self.q_proj(x)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, allowed: torch.Tensor, cache: LatentCache | None
+    ) -> torch.Tensor:
+        """x [B, S, D], cos/sin [B, S, R/2], allowed [B, S, T] -> [B, S, D]."""
+        batch, new, _ = x.shape
+        q = self._query(x).view(batch, new, self.heads, self.nope + self.rope)
+        q_nope, q_pe = q.split([self.nope, self.rope], dim=-1)  # [B, S, H, nope], [B, S, H, R]
+        q_pe = apply_rope(q_pe, cos[:, :, None], sin[:, :, None])
+        latent, k_pe = self.kv_a_proj_with_mqa(x).split([self.rank, self.rope], dim=-1)
+        latent = self.kv_a_layernorm(latent)  # [B, S, C]
+        k_pe = apply_rope(k_pe, cos, sin)  # [B, S, R], one key shared by all heads
+        if cache is not None:
+            latent, k_pe = cache.store(self.layer, latent, k_pe)  # [B, T, C], [B, T, R]
+        attend = self._plain if self.form == "plain" else self._absorbed
+        out = attend(q_nope, q_pe, latent, k_pe, allowed)  # [B, S, H, v]
+        return self.o_proj(out.flatten(2))
+
+    def _softmax(self, scores: torch.Tensor, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        scores = (scores.float() * self.scale).masked_fill(~allowed[:, None], float("-inf"))
+        return scores.softmax(dim=-1).to(dtype)  # [B, H, S, T]
+
+    def _plain(
+        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
+        """Textbook attention over per-head keys and values decompressed from the latent."""
+        batch, visible, _ = latent.shape
+        kv = self.kv_b_proj(latent).view(batch, visible, self.heads, self.nope + self.v_dim)
+        k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)  # [B, T, H, nope], [B, T, H, v]
+        k = torch.cat([k_nope, k_pe[:, :, None].expand(-1, -1, self.heads, -1)], dim=-1)
+        q = torch.cat([q_nope, q_pe], dim=-1)
+        probs = self._softmax(torch.einsum("bshd,bthd->bhst", q, k), allowed, v.dtype)
+        return torch.einsum("bhst,bthd->bshd", probs, v)
+
+    def _absorbed(
+        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention in latent space: q_nope.(W_uk c) = (W_uk^T q_nope).c, and W_uv applied after the sum."""
+        w = self.kv_b_proj.dense_weight().view(self.heads, self.nope + self.v_dim, self.rank)
+        w_uk, w_uv = w[:, : self.nope], w[:, self.nope :]  # [H, nope, C], [H, v, C]
+        q_latent = torch.einsum("bshd,hdc->bshc", q_nope, w_uk)
+        scores = torch.einsum("bshc,btc->bhst", q_latent, latent) + torch.einsum("bshr,btr->bhst", q_pe, k_pe)
+        probs = self._softmax(scores, allowed, latent.dtype)
+        out_latent = torch.einsum("bhst,btc->bshc", probs, latent)
+        return torch.einsum("bshc,hdc->bshd", out_latent, w_uv)
+
+
+# ---- mixture of experts --------------------------------------------------------------------------------
+
+
+class Router(nn.Module):
+    """`noaux_tc` routing: sigmoid scores; the bias steers which experts win but not their weights."""
+
+    def __init__(self, config: ModelConfig, device: Device):
+        super().__init__()
+        self.config = config
+        experts = config.n_routed_experts
+        self.weight = _param(experts, config.hidden_size, dtype=torch.float32, device=device)  # [E, D]
+        self.e_score_correction_bias = _param(experts, dtype=torch.float32, device=device)  # [E]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [N, D] -> combine weights [N, K] fp32, expert ids [N, K]."""
+        cfg = self.config
+        scores = F.linear(x.float(), self.weight.float()).sigmoid()  # [N, E]
+        biased = scores + self.e_score_correction_bias
+        if cfg.n_group > 1:
+            grouped = biased.view(x.shape[0], cfg.n_group, -1)  # [N, G, E/G]
+            group_score = grouped.topk(2, dim=-1).values.sum(dim=-1)  # [N, G]
+            chosen = group_score.topk(cfg.topk_group, dim=-1).indices
+            keep = torch.zeros_like(group_score, dtype=torch.bool).scatter_(1, chosen, True)
+            biased = grouped.masked_fill(~keep[..., None], float("-inf")).flatten(1)
+        indices = biased.topk(cfg.num_experts_per_tok, dim=-1).indices  # [N, K]
+        weights = scores.gather(1, indices)
+        if cfg.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights * cfg.routed_scaling_factor, indices
+
+
+class MoE(nn.Module):
+    def __init__(self, config: ModelConfig, options: ModelOptions, device: Device):
+        super().__init__()
+        self.form = options.moe
+        d, inter = config.hidden_size, config.moe_intermediate_size
+        self.gate = Router(config, device)
+        self.experts = nn.ModuleList(MLP(d, inter, options, device) for _ in range(config.n_routed_experts))
+        shared = config.n_shared_experts
+        self.shared_experts = MLP(d, inter * shared, options, device) if shared else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])  # [N, D]
+        weights, indices = self.gate(flat)
+        route = self._loop if self.form == "loop" else self._grouped
+        out = route(flat, weights, indices).to(x.dtype)
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(flat)
+        return out.view_as(x)
+
+    def _loop(self, flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Reference: each expert in turn gathers its tokens; sums in fp32."""
+        out = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
+        for e, expert in enumerate(self.experts):
+            token, slot = torch.where(indices == e)
+            if token.numel():
+                out.index_add_(0, token, expert(flat[token]).float() * weights[token, slot, None])
+        return out
+
+    def _grouped(self, flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Sort the N*K (token, expert) pairs by expert so each active expert runs once on one contiguous
+        slice: the layout a grouped GEMM takes."""
+        top_k = indices.shape[1]
+        order = indices.flatten().argsort(stable=True)  # [N*K], grouped by expert
+        counts = torch.bincount(indices.flatten(), minlength=len(self.experts)).tolist()
+        token = order // top_k
+        rows = flat[token]
+        outputs = []
+        for expert, chunk in zip(self.experts, rows.split(counts), strict=True):
+            if chunk.shape[0]:
+                outputs.append(expert(chunk).float())
+        routed = torch.cat(outputs) * weights.flatten()[order, None]
+        return torch.zeros(flat.shape, dtype=torch.float32, device=flat.device).index_add_(0, token, routed)
+
+
+# ---- the model -----------------------------------------------------------------------------------------
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int, options: ModelOptions, device: Device):
+        super().__init__()
+        eps, dtype = config.rms_norm_eps, options.dtype
+        self.input_layernorm = RMSNorm(config.hidden_size, eps, dtype=dtype, device=device)
+        self.self_attn = MultiHeadLatentAttention(config, layer, options, device)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps, dtype=dtype, device=device)
+        self.mlp: MoE | MLP = (
+            MoE(config, options, device)
+            if config.is_moe_layer(layer)
+            else MLP(config.hidden_size, config.intermediate_size, options, device)
+        )
+
+    def forward(
+        self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, allowed: torch.Tensor, cache: LatentCache | None
+    ) -> torch.Tensor:
+        h = h + self.self_attn(self.input_layernorm(h), cos, sin, allowed, cache)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+def _allowed(keys_valid: torch.Tensor, first_slot: int, new: int) -> torch.Tensor:
+    """[B, S, T]: key slot t is visible to new token s if it is real and not later than s.
+
+    A query always sees its own slot, so a padding query attends to itself rather than to nothing (a row
+    of -inf would turn into NaN); nothing attends to a padding key.
+    """
+    visible = keys_valid.shape[1]
+    query_slot = torch.arange(first_slot, first_slot + new, device=keys_valid.device)[:, None]  # [S, 1]
+    key_slot = torch.arange(visible, device=keys_valid.device)[None, :]  # [1, T]
+    return (keys_valid[:, None, :] & (key_slot <= query_slot)) | (key_slot == query_slot)
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, S] positions counting only real tokens, for left- or right-padded prompts; pads get 0."""
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+class DeepseekV3Model(nn.Module):
+    def __init__(self, config: ModelConfig, options: ModelOptions, device: Device):
+        super().__init__()
+        dtype = options.dtype
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, dtype=dtype, device=device)
+        self.layers = nn.ModuleList(DecoderLayer(config, i, options, device) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype, device=device)
+        self.rotary = RotaryEmbedding(config, device)
+
+    def forward(
+        self, ids: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None, cache: LatentCache | None
+    ) -> torch.Tensor:
+        """ids, positions, mask [B, S] -> final normed hidden states [B, S, D]."""
+        valid = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        first_slot = 0 if cache is None else cache.length
+        keys_valid = valid if cache is None else cache.reserve(valid)
+        allowed = _allowed(keys_valid, first_slot, ids.shape[1])
+        cos, sin = self.rotary(positions)
+        h = self.embed_tokens(ids)
+        for layer in self.layers:
+            h = layer(h, cos, sin, allowed, cache)
+        if cache is not None:
+            cache.commit(ids.shape[1])
+        return self.norm(h)
+
+
+class DeepseekV3ForCausalLM(nn.Module):
+    """The decoder plus `lm_head`; `forward` takes explicit positions and an optional `LatentCache`."""
+
+    def __init__(self, config: ModelConfig, options: ModelOptions | None = None, device: Device = "cpu"):
+        super().__init__()
+        self.config = config
+        self.options = options or ModelOptions()
+        self.model = DeepseekV3Model(config, self.options, device)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, dtype=self.options.dtype, device=device)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def new_cache(self, batch_size: int, capacity: int) -> LatentCache:
+        device = self.model.embed_tokens.weight.device
+        return LatentCache(self.config, batch_size, capacity, dtype=self.options.dtype, device=device)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        cache: LatentCache | None = None,
+        logits_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """fp32 logits [B, S, V], or [B, V] for the token at `logits_index` [B] of each row.
+
+        `attention_mask` [B, S] is true for real tokens; `positions` [B, S] are each token's RoPE position
+        (see `positions_from_mask`). With a cache the new tokens follow the cached ones.
+        """
+        _check_inputs(input_ids, positions, attention_mask)
+        hidden = self.model(input_ids, positions, attention_mask, cache)
+        if logits_index is not None:
+            hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), logits_index]
+        return self.lm_head(hidden).float()
+
+
+def _check_inputs(input_ids: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    if input_ids.dim() != 2:
+        raise ModelInputError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+    for name, tensor in (("positions", positions), ("attention_mask", attention_mask)):
+        if tensor is not None and tensor.shape != input_ids.shape:
+            raise ModelInputError(
+                f"{name} must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(tensor.shape)}"
+            )
