@@ -1,10 +1,22 @@
-"""The `kcode` command line: parses arguments and hands off to the command's module."""
+"""The `kcode` command line: parses arguments, loads settings and hands off to the command's module.
+
+Start-up stays light: the command modules (and with them rich's widgets, the openai SDK or torch) are
+imported inside the command that needs them, so `kcode --help` costs only typer.
+"""
 
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from kcode import __version__
+
+if TYPE_CHECKING:
+    from kcode.config import Settings
 
 app = typer.Typer(
     name="kcode",
@@ -12,7 +24,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+
+_MODEL = typer.Option(None, "--model", "-m", help="Model id; `local` or `local:PATH` runs kcode's own engine.")
+_BASE_URL = typer.Option(None, "--base-url", help="OpenAI-compatible API base URL, e.g. http://localhost:8000/v1.")
+_PROFILE = typer.Option(None, "--profile", "-p", help="A profile from config.toml, or `moonshot` / `openai`.")
+_WORKSPACE = typer.Argument(Path("."), exists=True, file_okay=False, resolve_path=True,
+                            help="The repository to work in (default: the current directory).")
 
 
 def _print_version(value: bool) -> None:
@@ -29,5 +48,105 @@ def _root(
     """kcode reads, edits and runs code in your repository with a model of your choice."""
 
 
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"kcode: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _load(profile: str | None, model: str | None, base_url: str | None) -> Settings:
+    from kcode.config import Overrides, load_settings
+
+    return load_settings(os.environ, Overrides(profile=profile, model=model, base_url=base_url))
+
+
+@app.command()
+def chat(
+    path: Path = _WORKSPACE,
+    model: str | None = _MODEL,
+    base_url: str | None = _BASE_URL,
+    profile: str | None = _PROFILE,
+    resume: str | None = typer.Option(None, "--resume", "-r", metavar="[ID]",
+                                      help="Continue session ID; with no ID, this workspace's newest session."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Run commands and edits without asking (yolo)."),
+    auto_edit: bool = typer.Option(False, "--auto-edit", help="Make edits without asking; still ask for commands."),
+) -> None:
+    """Chat with the agent in your terminal; it asks before it edits or runs anything."""
+    from kcode.commands.chat import ChatOptions, run_chat
+    from kcode.errors import KcodeError
+
+    try:
+        settings = _load(profile, model, base_url)
+        mode = "yolo" if yes else "auto-edit" if auto_edit else settings.approval_mode
+        run_chat(settings, ChatOptions(root=path, approval_mode=mode, resume=resume),
+                 reload=lambda name: _load(profile, name, base_url))
+    except KcodeError as exc:
+        raise _fail(str(exc), 2) from None
+
+
+@app.command()
+def fix(
+    path: Path = _WORKSPACE,
+    task: str | None = typer.Option(None, "--task", "-t", help="What to fix, in words."),
+    task_file: Path | None = typer.Option(None, "--task-file", exists=True, dir_okay=False,
+                                          help="Read the task from a file (an issue text, say)."),
+    yes: bool = typer.Option(False, "--yes", "-y",
+                             help="Let the agent run shell commands; without it, commands are refused."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Most model calls before stopping."),
+    output_patch: Path | None = typer.Option(None, "--output-patch", dir_okay=False,
+                                             help="Also write the diff to this file."),
+    trajectory: Path | None = typer.Option(None, "--trajectory", dir_okay=False,
+                                           help="Write every event of the run to this JSONL file."),
+    json_events: bool = typer.Option(False, "--json", help="Print one JSON event per line instead of the diff."),
+    model: str | None = _MODEL,
+    base_url: str | None = _BASE_URL,
+    profile: str | None = _PROFILE,
+) -> None:
+    """Fix a task headless: progress on stderr, the diff of every change on stdout.
+
+    Exit codes: 0 finished with changes, 1 finished without changes, 2 usage or configuration error,
+    3 the model API failed after retries, 4 a limit stopped the agent, 130 interrupted.
+    """
+    from kcode.commands.fix import ExitCode, FixOptions, run_fix
+    from kcode.errors import ConfigError, KcodeError
+
+    if (task is None) == (task_file is None):
+        raise _fail("give the task with exactly one of --task TEXT or --task-file FILE", ExitCode.USAGE)
+    text = task if task is not None else task_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+    if not text.strip():
+        raise _fail("the task is empty", ExitCode.USAGE)
+    try:
+        settings = _load(profile, model, base_url)
+        code = run_fix(settings, FixOptions(root=path, task=text, allow_commands=yes, max_steps=max_steps,
+                                            output_patch=output_patch, trajectory=trajectory,
+                                            json_events=json_events))
+    except ConfigError as exc:
+        raise _fail(str(exc), ExitCode.USAGE) from None
+    except KcodeError as exc:
+        raise _fail(str(exc), ExitCode.MODEL_FAILURE) from None
+    raise typer.Exit(int(code))
+
+
+@app.command()
+def sessions(
+    path: Path = _WORKSPACE,
+    all_workspaces: bool = typer.Option(False, "--all", "-a", help="List the sessions of every workspace."),
+) -> None:
+    """List chat sessions, newest first; `kcode chat --resume ID` continues one."""
+    from kcode.commands.sessions import print_sessions
+    from kcode.config import data_dir
+
+    print_sessions(data_dir(os.environ) / "sessions", None if all_workspaces else path)
+
+
+def _bare_resume_means_last(argv: list[str]) -> list[str]:
+    """`--resume` with no id continues the newest session: typer options cannot have optional values."""
+    fixed = list(argv)
+    for i, arg in enumerate(fixed):
+        if arg in ("--resume", "-r") and (i + 1 == len(fixed) or fixed[i + 1].startswith("-")):
+            fixed.insert(i + 1, "last")
+            break
+    return fixed
+
+
 def main() -> None:
-    app()
+    app(args=_bare_resume_means_last(sys.argv[1:]), prog_name="kcode")

@@ -124,7 +124,7 @@ _SETTINGS_KEYS: dict[str, _Key] = {
     "max_steps": _Key(int, "an integer >= 1", lambda v: v >= 1),
     "bash_timeout_s": _Key(float, "a number of seconds above 0 and at most 3600", lambda v: 0 < v <= 3600),
     "max_output_chars": _Key(int, "an integer >= 200", lambda v: v >= 200),
-    "compact_threshold": _Key(float, "a number strictly between 0 and 1", lambda v: 0 < v < 1),
+    "compact_threshold": _Key(float, "a number from 0.1 to 1", lambda v: 0.1 <= v <= 1),
     "cost_limit_usd": _Key(float, "a number of US dollars above 0", lambda v: v > 0),
     "max_attempts": _Key(int, "an integer from 1 to 20", lambda v: 1 <= v <= 20),
     "request_timeout_s": _Key(float, "a number of seconds above 0", lambda v: v > 0),
@@ -166,8 +166,12 @@ def load_settings(env: Mapping[str, str], overrides: Overrides | None = None) ->
     document = _read_toml(path) if path is not None else {}
     values = _layered_settings(document, path, env, overrides)
     profile = _resolve_profile(document, path, env, overrides)
-    return Settings(profile=profile, config_dir=config_dir, data_dir=_xdg_dir(env, "XDG_DATA_HOME", ".local/share"),
-                    config_file=path, **values)
+    return Settings(profile=profile, config_dir=config_dir, data_dir=data_dir(env), config_file=path, **values)
+
+
+def data_dir(env: Mapping[str, str]) -> Path:
+    """Where sessions and prompt history live; needs no model, so `kcode sessions` works unconfigured."""
+    return _xdg_dir(env, "XDG_DATA_HOME", ".local/share")
 
 
 def _xdg_dir(env: Mapping[str, str], variable: str, fallback: str) -> Path:

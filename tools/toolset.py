@@ -44,6 +44,19 @@ class Toolset:
             for t in self._tools.values()
         ]
 
+    def close(self) -> None:
+        """Release what the tools hold (the bash session's processes, above all)."""
+        for tool in self._tools.values():
+            close = getattr(tool, "close", None)
+            if callable(close):
+                close()
+
+    def __enter__(self) -> Toolset:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def dispatch(self, name: str, arguments: str | Mapping[str, Any]) -> ToolResult:
         """Run the named tool on raw (JSON text) or parsed arguments; the result is always clamped."""
         result = self._run(name, arguments)

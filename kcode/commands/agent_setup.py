@@ -1,0 +1,36 @@
+"""What `chat` and `fix` build alike: the limits, the compactor and the system prompt of an agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kcode.agent.context import CompactionSettings, Compactor
+from kcode.agent.conversation import Conversation
+from kcode.agent.limits import Budget, Limits, Pricing
+from kcode.agent.prompt import project_rules, system_prompt
+from kcode.backends.base import Backend
+from kcode.config import Settings
+from kcode.messages import system
+from tools.toolset import Toolset
+
+
+def pricing(settings: Settings) -> Pricing | None:
+    """The profile's prices, when both input and output prices are known."""
+    profile = settings.profile
+    if profile.input_price_per_mtok is None or profile.output_price_per_mtok is None:
+        return None
+    return Pricing(profile.input_price_per_mtok, profile.output_price_per_mtok, profile.cached_input_price_per_mtok)
+
+
+def budget(settings: Settings, *, max_steps: int | None = None) -> Budget:
+    limits = Limits(max_steps=max_steps or settings.max_steps, max_cost_usd=settings.cost_limit_usd)
+    return Budget(limits, pricing(settings))
+
+
+def compactor(settings: Settings, backend: Backend, root: Path) -> Compactor:
+    return Compactor(backend, CompactionSettings(threshold=settings.compact_threshold), rules=project_rules(root))
+
+
+def new_conversation(root: Path, toolset: Toolset) -> Conversation:
+    """A history holding only the system prompt, with the project's AGENTS.md rules."""
+    return Conversation([system(system_prompt(root, toolset, project_rules(root)))])

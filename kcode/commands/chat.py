@@ -1,0 +1,189 @@
+"""`kcode chat`: the interactive agent. One prompt, one turn of the agent, and round again until Ctrl-D.
+
+Every message is appended to a session file as it happens, so `--resume` can continue any session, even
+one that crashed. Ctrl-C cancels the running turn (and kills its command) and returns to the prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from kcode.agent.approvals import Approvals
+from kcode.agent.conversation import Conversation
+from kcode.agent.events import Compacted, Event
+from kcode.agent.loop import Agent
+from kcode.backends.factory import make_backend
+from kcode.commands.agent_setup import budget, compactor, new_conversation
+from kcode.config import ApprovalMode, Settings
+from kcode.errors import KcodeError
+from kcode.messages import user
+from kcode.sessions import SessionRecorder, SessionStore
+from kcode.ui.approval_prompt import TerminalApprover
+from kcode.ui.render import ChatRenderer
+from kcode.ui.repl_input import ReplInput
+from tools.standard import standard_toolset
+from tools.toolset import Toolset
+
+HELP = """\
+/help            this list
+/model [NAME]    show the model, or switch to NAME for the rest of the session
+/clear           start a new conversation (a new session)
+/compact         compact the conversation now
+/cost            tokens and cost so far
+/exit            leave (Ctrl-D does too)
+
+Enter sends; Esc-Enter (or a trailing \\) starts a new line; @path completes file names.
+Ctrl-C stops the agent's turn; at an empty prompt, Ctrl-D leaves."""
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    root: Path
+    approval_mode: ApprovalMode
+    resume: str | None = None
+    """A session id (or a unique prefix); "last" picks this workspace's newest session."""
+
+
+class ChatSession:
+    """One REPL: the agent, its session file and the screen, wired together."""
+
+    def __init__(self, settings: Settings, options: ChatOptions, console: Console, toolset: Toolset,
+                 reload: Callable[[str], Settings], repl: ReplInput | None = None) -> None:
+        self.settings, self.options, self.console, self.toolset = settings, options, console, toolset
+        self.reload = reload
+        self.renderer = ChatRenderer(console)
+        self.store = SessionStore(settings.data_dir / "sessions")
+        self.repl = repl or ReplInput(settings.data_dir / "prompt-history", root=options.root,
+                                      toolbar=self._toolbar)
+        approver = TerminalApprover(console, suspend=self.renderer.suspended)
+        backend = make_backend(settings)
+        self.recorder: SessionRecorder | None = None
+        self.agent = Agent(backend, toolset, self._emit, conversation=new_conversation(options.root, toolset),
+                           budget=budget(settings), approvals=Approvals(options.approval_mode, approver),
+                           compactor=compactor(settings, backend, options.root))
+        self.recorder = self._open_session(options.resume)
+
+    def run(self) -> None:
+        """Read and answer messages until the user leaves."""
+        session_id = self.recorder.id if self.recorder else ""
+        self.console.print(f"[bold]kcode[/] · {escape(self.settings.profile.model)} · {escape(str(self.options.root))}"
+                           f" · session {session_id}\n[dim]/help for commands, Ctrl-D to leave[/]")
+        while True:
+            try:
+                text = self.repl.read().strip()
+            except KeyboardInterrupt:
+                self.console.print("[dim](Ctrl-D or /exit leaves)[/]")
+                continue
+            except EOFError:
+                return
+            if not text:
+                continue
+            if text.startswith("/"):
+                if self._slash(text) == "exit":
+                    return
+                continue
+            self._turn(text)
+
+    def _turn(self, text: str) -> None:
+        self.renderer.start_turn()
+        try:
+            self.agent.run_turn(user(text))
+        except KeyboardInterrupt:  # Ctrl-C between the loop's own checks
+            self.renderer.close()
+            self.console.print("[yellow]interrupted[/]")
+
+    def _slash(self, text: str) -> str | None:
+        command, _, argument = text.partition(" ")
+        argument = argument.strip()
+        if command in ("/exit", "/quit"):
+            return "exit"
+        if command == "/help":
+            self.console.print(escape(HELP))
+        elif command == "/model":
+            self._switch_model(argument)
+        elif command == "/clear":
+            self.agent.conversation = new_conversation(self.options.root, self.toolset)
+            self.recorder = self._new_session()
+            self.console.print(f"[dim]New conversation (session {self.recorder.id}).[/]")
+        elif command == "/compact":
+            self._compact()
+        elif command == "/cost":
+            self.console.print(self._cost_line())
+        else:
+            self.console.print(f"[red]Unknown command {escape(command)}.[/] /help lists the commands.")
+        return None
+
+    def _switch_model(self, name: str) -> None:
+        if not name:
+            self.console.print(f"Model: {escape(self.settings.profile.model)} ({self.settings.profile.name})")
+            return
+        try:
+            settings = self.reload(name)
+            backend = make_backend(settings)
+        except KcodeError as exc:
+            self.console.print(f"[red]{escape(str(exc))}[/]")
+            return
+        self.settings = settings
+        self.agent.backend = backend
+        self.agent.budget.pricing = budget(settings).pricing
+        self.agent.compactor = compactor(settings, backend, self.options.root)
+        self.console.print(f"Model: {escape(settings.profile.model)}")
+
+    def _compact(self) -> None:
+        compaction_tool = self.agent.compactor
+        if compaction_tool is None:
+            return
+        result = compaction_tool.compact(self.agent.conversation, self.toolset.schemas())
+        if result.changed:
+            self.agent.conversation.replace(result.history)
+            self._emit(Compacted(result.tokens_before, result.tokens_after, result.summary,
+                                 result.elided_outputs, result.history))
+        problem = f" ({result.problem})" if result.problem else ""
+        self.console.print(f"[dim]Compacted: {result.tokens_before:,} → {result.tokens_after:,} tokens{problem}.[/]")
+
+    def _cost_line(self) -> str:
+        spent = self.agent.budget
+        cost = f"${spent.cost_usd:.4f}" if spent.cost_usd is not None else "cost unknown (no prices for this model)"
+        return f"{spent.total_tokens:,} tokens · {cost}"
+
+    def _toolbar(self) -> str:
+        spent = self.agent.budget
+        cost = f" · ${spent.cost_usd:.4f}" if spent.cost_usd is not None else ""
+        return f" {self.settings.profile.model} · {spent.total_tokens:,} tokens{cost}"
+
+    def _open_session(self, resume: str | None) -> SessionRecorder:
+        if resume is None:
+            return self._new_session()
+        session_id = resume
+        if resume == "last":
+            sessions = self.store.list(self.options.root)
+            if not sessions:
+                raise KcodeError(f"no session to resume in {self.options.root}; `kcode sessions` lists them")
+            session_id = sessions[0].id
+        loaded = self.store.load(session_id)
+        self.agent.conversation = Conversation(loaded.messages)
+        self.console.print(f"[dim]Resumed session {loaded.info.id}: {loaded.info.message_count} messages.[/]")
+        return self.store.recorder(loaded.info.id)
+
+    def _new_session(self) -> SessionRecorder:
+        recorder = self.store.create(self.options.root, self.settings.profile.model)
+        for message in self.agent.conversation.messages:
+            recorder.add(message)
+        return recorder
+
+    def _emit(self, event: Event) -> None:
+        self.renderer(event)
+        if self.recorder is not None:
+            self.recorder(event)
+
+
+def run_chat(settings: Settings, options: ChatOptions, reload: Callable[[str], Settings],
+             console: Console | None = None) -> None:
+    console = console or Console(highlight=False)  # no guessing colours into paths and numbers
+    with standard_toolset(options.root, settings.tool_settings()) as toolset:
+        ChatSession(settings, options, console, toolset, reload).run()

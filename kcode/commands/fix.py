@@ -1,0 +1,110 @@
+"""`kcode fix`: run the agent on one task with nobody watching, then hand back the diff.
+
+Progress goes to stderr; stdout carries only the result (the diff, or JSON events with `--json`), so
+`kcode fix ... > fix.patch` works. The exit code says how it went; see `ExitCode`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import TextIO
+
+from kcode.agent.approvals import headless_approvals
+from kcode.agent.events import Event, EventSink, TurnEndReason
+from kcode.agent.loop import Agent
+from kcode.agent.prompt import fix_prompt
+from kcode.agent.trajectory import TrajectoryWriter
+from kcode.backends.factory import make_backend
+from kcode.commands.agent_setup import budget, compactor, new_conversation
+from kcode.config import Settings
+from kcode.messages import user
+from kcode.ui.headless import JsonEventWriter, ProgressPrinter
+from kcode.workspace_diff import WorkspaceSnapshot
+from tools.standard import standard_toolset
+
+
+class ExitCode(IntEnum):
+    """What `kcode fix` exits with; scripts and the harness branch on these."""
+
+    CHANGED = 0
+    """The agent finished and the workspace has changes (the diff is on stdout)."""
+    UNCHANGED = 1
+    """The agent finished without changing anything."""
+    USAGE = 2
+    """Bad arguments or configuration; nothing ran."""
+    MODEL_FAILURE = 3
+    """The model API failed for good, after retries."""
+    LIMIT = 4
+    """A step, token, cost or time limit stopped the agent, or it repeated itself until stopped."""
+    INTERRUPTED = 130
+    """Ctrl-C: the agent stopped where it was (the diff so far is still printed)."""
+
+
+_LIMIT_REASONS: frozenset[TurnEndReason] = frozenset(
+    {"step_limit", "token_limit", "cost_limit", "time_limit", "repeated_call"})
+
+
+@dataclass(frozen=True)
+class FixOptions:
+    """`kcode fix`'s own flags; model and limits come with the settings."""
+
+    root: Path
+    task: str
+    allow_commands: bool = False
+    max_steps: int | None = None
+    output_patch: Path | None = None
+    trajectory: Path | None = None
+    json_events: bool = False
+
+
+def run_fix(settings: Settings, options: FixOptions, *, stdout: TextIO = sys.stdout,
+            stderr: TextIO = sys.stderr) -> ExitCode:
+    """Run the task to its end and report; configuration errors raise before anything runs."""
+    backend = make_backend(settings)
+    sinks: list[EventSink] = [JsonEventWriter(stdout) if options.json_events else ProgressPrinter(stderr)]
+    if options.trajectory is not None:
+        sinks.append(TrajectoryWriter(options.trajectory, {"task": options.task, "model": settings.profile.model,
+                                                           "workspace": str(options.root)}))
+    with WorkspaceSnapshot.take(options.root) as snapshot, \
+            standard_toolset(options.root, settings.tool_settings(), submit=True) as toolset:
+        agent = Agent(backend, toolset, _fan_out(sinks), conversation=new_conversation(options.root, toolset),
+                      budget=budget(settings, max_steps=options.max_steps),
+                      approvals=headless_approvals(options.allow_commands),
+                      compactor=compactor(settings, backend, options.root))
+        reason = agent.run_turn(user(fix_prompt(options.task, commands_allowed=options.allow_commands)))
+        patch = snapshot.diff()
+    code = _exit_code(reason, changed=bool(patch))
+    if options.output_patch is not None:
+        options.output_patch.write_bytes(patch)
+    if options.json_events:
+        stdout.write(json.dumps({"type": "result", "reason": reason, "exit_code": int(code),
+                                 "patch": patch.decode("utf-8", errors="replace")}) + "\n")
+    elif hasattr(stdout, "buffer"):  # the patch's bytes exactly, whatever the files' encodings
+        stdout.flush()
+        stdout.buffer.write(patch)
+    else:
+        stdout.write(patch.decode("utf-8", errors="replace"))
+    stdout.flush()
+    return code
+
+
+def _exit_code(reason: TurnEndReason, *, changed: bool) -> ExitCode:
+    if reason == "interrupted":
+        return ExitCode.INTERRUPTED
+    if reason == "error":
+        return ExitCode.MODEL_FAILURE
+    if reason in _LIMIT_REASONS:
+        return ExitCode.LIMIT
+    return ExitCode.CHANGED if changed else ExitCode.UNCHANGED
+
+
+def _fan_out(sinks: list[EventSink]) -> EventSink:
+    def emit(event: Event) -> None:
+        for sink in sinks:
+            sink(event)
+
+    return emit
