@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import itertools
 import os
+import secrets
 import tempfile
 import threading
 from pathlib import Path
@@ -27,12 +28,13 @@ class OutputClamp:
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
+        self._token = secrets.token_hex(4)  # two clamps may share one spill directory
 
     def new_spill_path(self, stem: str = "output") -> Path:
         """A fresh file name in the spill directory (the bash session writes outputs straight there)."""
         with self._lock:
             index = next(self._counter)
-        return self.spill_dir / f"{stem}-{os.getpid()}-{index:05d}.txt"
+        return self.spill_dir / f"{stem}-{self._token}-{index:05d}.txt"
 
     def text(self, text: str) -> str:
         """`text` itself when it fits; otherwise head, marker and tail, with the whole saved to a file."""

@@ -89,9 +89,10 @@ def test_file_clamp_decodes_invalid_utf8_with_replacement(tmp_path: Path) -> Non
     assert clamp.file(path) == "ok \ufffd\ufffd bytes\n"
 
 
-def test_spill_paths_are_unique(tmp_path: Path) -> None:
-    clamp = _clamp(tmp_path)
-    assert len({clamp.new_spill_path() for _ in range(50)}) == 50
+def test_spill_paths_are_unique_even_across_clamps_sharing_a_directory(tmp_path: Path) -> None:
+    first, second = _clamp(tmp_path), _clamp(tmp_path)
+    paths = {clamp.new_spill_path() for clamp in (first, second) for _ in range(50)}
+    assert len(paths) == 100
 
 
 @pytest.mark.parametrize("bad", [{"max_output_chars": 10}, {"head_fraction": 1.0}, {"bash_timeout_s": 0}])
