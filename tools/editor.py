@@ -9,9 +9,7 @@ time and without reading past it, but not edited.
 from __future__ import annotations
 
 import io
-import itertools
 import os
-import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -20,6 +18,7 @@ from typing import Any, BinaryIO
 
 from tools.base import ToolResult
 from tools.edit_history import Edit, EditHistory, digest, read_if_exists, remove_empty_dirs
+from tools.edit_matching import MAX_REPORTED_MATCHES, find_all, line_list, not_found_hint
 from tools.errors import PathOutsideWorkspace, ToolError
 from tools.files import (
     BINARY_SNIFF_BYTES,
@@ -41,8 +40,6 @@ from tools.workspace import Workspace
 MAX_EDIT_BYTES = 10 * 2**20
 """Larger files are viewed by streaming a window and are not editable (their undo copies would be huge)."""
 _MAX_LISTED = 500
-_MAX_REPORTED_MATCHES = 20
-_LINE_NUMBER_PREFIX = re.compile(r"^\s*\d+\t", re.MULTILINE)
 
 # Per command: the arguments it needs and those it may take (besides command and path).
 _ARGUMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -243,13 +240,13 @@ class EditorTool:
                             "with overwrite: true.")
         if old_str == new_str:
             raise ToolError("old_str and new_str are the same, so there is nothing to change.")
-        starts = _find_all(loaded.text, old_str)
+        starts = find_all(loaded.text, old_str)
         if not starts:
             raise ToolError(f"old_str was not found in {shown}; nothing was changed. "
-                            + _not_found_hint(loaded.text, old_str))
+                            + not_found_hint(loaded.text, old_str))
         if len(starts) > 1:
-            where = _line_list([loaded.text.count("\n", 0, s) + 1 for s in starts])
-            times = len(starts) if len(starts) <= _MAX_REPORTED_MATCHES else f"more than {_MAX_REPORTED_MATCHES}"
+            where = line_list([loaded.text.count("\n", 0, s) + 1 for s in starts])
+            times = len(starts) if len(starts) <= MAX_REPORTED_MATCHES else f"more than {MAX_REPORTED_MATCHES}"
             raise ToolError(f"old_str occurs {times} times in {shown}, at lines {where}; nothing was "
                             "changed. Add surrounding lines to old_str so that it matches only one place.")
         at = starts[0]
@@ -455,44 +452,6 @@ def _missing_parents(path: Path) -> tuple[Path, ...]:
 def _to_lf(text: str, fmt: TextFormat) -> str:
     """The model writes "\n"; a CRLF it sends into a CRLF file would otherwise become CR CR LF."""
     return text.replace("\r\n", "\n") if fmt.newline == "\r\n" else text
-
-
-def _find_all(text: str, needle: str) -> list[int]:
-    """Start offsets of `needle`, overlapping ones included (both make the edit ambiguous), up to a cap."""
-    starts: list[int] = []
-    at = text.find(needle)
-    while at != -1 and len(starts) <= _MAX_REPORTED_MATCHES:
-        starts.append(at)
-        at = text.find(needle, at + 1)
-    return starts
-
-
-def _not_found_hint(text: str, old_str: str) -> str:
-    if _LINE_NUMBER_PREFIX.search(old_str):
-        return ("old_str seems to include the line numbers that view shows (like '    12\\t'); leave them "
-                "out and send only the file's text.")
-    tokens = old_str.split()
-    if tokens:
-        pattern = re.compile(r"\s+".join(re.escape(token) for token in tokens))
-        matches = itertools.islice(pattern.finditer(text), _MAX_REPORTED_MATCHES + 1)
-        near = [text.count("\n", 0, match.start()) + 1 for match in matches]
-        if near:
-            return (f"It matches if whitespace is ignored at line{'s' * (len(near) > 1)} {_line_list(near)}: view "
-                    "there and copy the text exactly (indentation, tabs or spaces, trailing spaces).")
-        first = next(line.strip() for line in old_str.split("\n") if line.strip())
-        found = [number for number, line in enumerate(split_lines(text), 1) if first in line]
-        if found:
-            return (f"Its first line occurs at line{'s' * (len(found) > 1)} {_line_list(found)}; view from "
-                    "there and copy the lines after it exactly.")
-    return "View the file and copy the text to replace exactly, indentation included."
-
-
-def _line_list(numbers: list[int]) -> str:
-    """ "3, 7 and 9", or the first few and "and more" when there are too many to name."""
-    shown = [str(n) for n in numbers[:_MAX_REPORTED_MATCHES]]
-    if len(numbers) > _MAX_REPORTED_MATCHES:
-        return ", ".join(shown) + " and more"
-    return ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else shown[0]
 
 
 def _text(data: bytes | None) -> str:
