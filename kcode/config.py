@@ -83,6 +83,10 @@ class Settings:
     """Share of the context window at which the history is compacted."""
     cost_limit_usd: float | None = None
     """Stop a run that has spent this many US dollars; needs the profile's prices. None: no limit."""
+    token_limit: int | None = None
+    """Stop a run once its completions have used this many tokens (prompt plus completion). None: no limit."""
+    time_limit_s: float | None = None
+    """Stop a turn that has run this many seconds (checked between model calls). None: no limit."""
     max_attempts: int = 6
     """Tries of one model request, the first included, on rate limits, server errors and broken streams."""
     request_timeout_s: float = 300.0
@@ -126,6 +130,8 @@ _SETTINGS_KEYS: dict[str, _Key] = {
     "max_output_chars": _Key(int, "an integer >= 200", lambda v: v >= 200),
     "compact_threshold": _Key(float, "a number from 0.1 to 1", lambda v: 0.1 <= v <= 1),
     "cost_limit_usd": _Key(float, "a number of US dollars above 0", lambda v: v > 0),
+    "token_limit": _Key(int, "an integer >= 1", lambda v: v >= 1),
+    "time_limit_s": _Key(float, "a number of seconds above 0", lambda v: v > 0),
     "max_attempts": _Key(int, "an integer from 1 to 20", lambda v: 1 <= v <= 20),
     "request_timeout_s": _Key(float, "a number of seconds above 0", lambda v: v > 0),
 }

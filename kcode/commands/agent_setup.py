@@ -23,7 +23,8 @@ def pricing(settings: Settings) -> Pricing | None:
 
 
 def budget(settings: Settings, *, max_steps: int | None = None) -> Budget:
-    limits = Limits(max_steps=max_steps or settings.max_steps, max_cost_usd=settings.cost_limit_usd)
+    limits = Limits(max_steps=max_steps or settings.max_steps, max_wall_s=settings.time_limit_s,
+                    max_tokens=settings.token_limit, max_cost_usd=settings.cost_limit_usd)
     return Budget(limits, pricing(settings))
 
 

@@ -208,3 +208,13 @@ def test_task_file(repo: Path, tmp_path: Path, openai_server: ScriptedServer) ->
     done = _kcode(["fix", str(repo), "--task-file", str(task)], openai_server, tmp_path)
     assert done.returncode == 1
     assert "The add function subtracts." in openai_server.chat_requests[0].body["messages"][1]["content"]
+
+
+def test_a_token_limit_from_the_environment_exits_4(repo: Path, tmp_path: Path,
+                                                   openai_server: ScriptedServer) -> None:
+    openai_server.add(Reply(tool_calls=(VIEW,), prompt_tokens=100, completion_tokens=20),
+                      Reply(tool_calls=(VIEW,), prompt_tokens=100, completion_tokens=20))
+    done = _kcode(["fix", str(repo), "--task", "fix add"], openai_server, tmp_path, KCODE_TOKEN_LIMIT="150")
+    assert done.returncode == 4
+    assert "240 tokens (the limit is 150)" in done.stderr
+    assert len(openai_server.chat_requests) == 2  # 120 tokens after the first call: still under the limit
