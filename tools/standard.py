@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tools.base import Tool
 from tools.bash import BashTool
 from tools.clamp import OutputClamp
 from tools.editor import EditorTool
@@ -23,7 +24,7 @@ def standard_toolset(root: Path, settings: ToolSettings | None = None, *, submit
     settings = settings or ToolSettings()
     clamp = OutputClamp(settings, spill_dir)
     workspace = Workspace(root, readable_roots=(clamp.spill_dir,), allow_outside=settings.allow_outside_workspace)
-    tools = [
+    tools: list[Tool] = [
         BashTool(workspace, settings, clamp),
         EditorTool(workspace, settings),
         SearchTextTool(workspace, settings),

@@ -18,11 +18,12 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx2
 import openai
 
-from kcode.backends.base import Finish, ReasoningDelta, Retrying, StreamEvent, TextDelta, ToolCallReady, Usage
+from kcode.backends.base import Finish, Retrying, StreamEvent
+from kcode.backends.chunks import ChunkAssembly, field
 from kcode.backends.retry import Backoff, RetryPolicy, is_retryable_status, retry_after_s
 from kcode.config import Settings
 from kcode.errors import BackendError, ConfigError
-from kcode.messages import Message, ToolCall
+from kcode.messages import Message
 from kcode.profiles import DEFAULT_CONTEXT_WINDOW, Profile, Quirks
 
 CONNECT_TIMEOUT_S = 10.0
@@ -129,7 +130,7 @@ class RemoteBackend:
     def _attempt(self, body: Mapping[str, Any]) -> Iterator[StreamEvent]:
         """One try: open the stream, pass deltas on, join the tool calls; raise _RetryableFailure to retry."""
         chunks = self._open(body)
-        assembly = _Assembly()
+        assembly = ChunkAssembly()
         try:
             try:
                 for chunk in chunks:
@@ -191,82 +192,6 @@ class RemoteBackend:
         return f"{_public_url(self.base_url)} (model {self.model})"
 
 
-class _PartialCall:
-    """A tool call while its pieces arrive; the id and name come once, the arguments in pieces."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.id = ""
-        self.name = ""
-        self.arguments: list[str] = []
-
-    def add(self, piece: Any) -> None:
-        self.id = self.id or (piece.id or "")
-        function = piece.function
-        if function is not None:
-            self.name = self.name or (function.name or "")
-            self.arguments.append(function.arguments or "")
-
-    def call(self) -> ToolCall:
-        arguments = "".join(self.arguments)
-        return ToolCall(id=self.id or f"call_{self.index}", name=self.name, arguments=arguments or "{}")
-
-
-class _Assembly:
-    """One streamed completion being put together from its chunks (only choice 0 is read)."""
-
-    def __init__(self) -> None:
-        self.calls: dict[int, _PartialCall] = {}
-        self.finish_reason: str | None = None
-        self.usage: Usage | None = None
-
-    def feed(self, chunk: Any) -> Iterator[StreamEvent]:
-        if chunk.usage is not None:
-            self.usage = _usage(chunk.usage)
-        for choice in chunk.choices or ():
-            if choice.index != 0:
-                continue
-            in_choice = getattr(choice, "usage", None)  # where Moonshot puts it
-            if in_choice is not None:
-                self.usage = _usage(in_choice)
-            delta = choice.delta
-            if delta is not None:
-                reasoning = getattr(delta, "reasoning_content", None)
-                if reasoning:
-                    yield ReasoningDelta(reasoning)
-                if delta.content:
-                    yield TextDelta(delta.content)
-                for piece in delta.tool_calls or ():
-                    self._partial(piece).add(piece)
-            if choice.finish_reason and self.finish_reason is None:
-                self.finish_reason = choice.finish_reason
-                for index in sorted(self.calls):
-                    yield ToolCallReady(self.calls[index].call())
-
-    def _partial(self, piece: Any) -> _PartialCall:
-        """The call a piece belongs to: by index, or, for servers that omit it, by a new id."""
-        index = piece.index
-        if index is None:
-            last = max(self.calls, default=-1)
-            starts_new = last < 0 or (piece.id and self.calls[last].id and piece.id != self.calls[last].id)
-            index = last + 1 if starts_new else last
-        return self.calls.setdefault(index, _PartialCall(index))
-
-
-def _field(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
-
-
-def _usage(raw: Any) -> Usage:
-    """OpenAI reports cached tokens in `prompt_tokens_details`; Moonshot as `cached_tokens`."""
-    cached = _field(raw, "cached_tokens")
-    details = _field(raw, "prompt_tokens_details")
-    if cached is None and details is not None:
-        cached = _field(details, "cached_tokens")
-    return Usage(prompt_tokens=_field(raw, "prompt_tokens") or 0,
-                 completion_tokens=_field(raw, "completion_tokens") or 0, cached_tokens=cached or 0)
-
-
 def _phrase(status: int) -> str:
     try:
         return http.HTTPStatus(status).phrase
@@ -276,7 +201,7 @@ def _phrase(status: int) -> str:
 
 def _server_message(exc: openai.APIStatusError) -> str:
     body = exc.body
-    message = _field(body, "message") if isinstance(body, Mapping) else body
+    message = field(body, "message") if isinstance(body, Mapping) else body
     return _clip(str(message)) if message else ""
 
 
