@@ -3,3 +3,9 @@
 Owns the model, fp8 kernels, checkpoint loader, tokenizer, chat format, KV cache, scheduler and server.
 May import torch, triton, safetensors and tiktoken; never imports `kcode`, `tools` or `swe_harness`.
 """
+
+from engine.llm import LLM
+from engine.sampling import SamplingParams
+from engine.tiny import make_tiny
+
+__all__ = ["LLM", "SamplingParams", "make_tiny"]

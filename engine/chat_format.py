@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.errors import ChatFormatError
 from engine.tokenizer import (
     IM_ASSISTANT,
     IM_END,
@@ -54,10 +55,6 @@ TOOL_RESULT_SEPARATOR = "\n    "
 _ROLE_MARKERS = {"system": IM_SYSTEM, "user": IM_USER, "assistant": IM_ASSISTANT, "tool": IM_SYSTEM}
 
 Message = Mapping[str, Any]
-
-
-class ChatFormatError(ValueError):
-    """A message or tool list that cannot be rendered; the message names the offending index and value."""
 
 
 @dataclass(frozen=True)

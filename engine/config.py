@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.errors import ConfigError
+
 MODEL_TYPES = ("deepseek_v3", "kimi_k2")
 ARCHITECTURE = "DeepseekV3ForCausalLM"
 
@@ -21,10 +23,6 @@ ARCHITECTURE = "DeepseekV3ForCausalLM"
 # these values; DeepSeek-V3, Moonlight and K2 spell them out with exactly these values. As the only
 # supported values they are checked, not stored.
 _IMPLIED = {"topk_method": "noaux_tc", "scoring_func": "sigmoid", "moe_layer_freq": 1}
-
-
-class ConfigError(ValueError):
-    """A config.json field is missing, malformed or describes a model this engine cannot run."""
 
 
 @dataclass(frozen=True)

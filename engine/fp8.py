@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from engine.errors import Fp8ShapeError
+
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0
 """Largest finite e4m3fn value; a block's absolute maximum maps onto it."""
 DEFAULT_BLOCK = (128, 128)
-
-
-class Fp8ShapeError(ValueError):
-    """A weight and its scale grid do not describe the same blocked matrix."""
 
 
 def scale_grid_shape(shape: tuple[int, int], block: tuple[int, int] = DEFAULT_BLOCK) -> tuple[int, int]:

@@ -20,6 +20,7 @@ import torch
 from safetensors import safe_open
 
 from engine.config import ModelConfig, read_config_file
+from engine.errors import CheckpointError
 from engine.fp8 import FP8_DTYPE, dequantize_block_fp8
 from engine.models.deepseek_v3 import AttentionForm, DeepseekV3ForCausalLM, ModelOptions, MoeForm
 
@@ -27,10 +28,6 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 SCALE_SUFFIX = "_scale_inv"
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
-
-
-class CheckpointError(ValueError):
-    """The checkpoint's files or tensors do not match its config."""
 
 
 def load_config(path: str | Path) -> ModelConfig:

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from engine.config import ModelConfig
+from engine.errors import TinyCheckpointError
 from engine.fp8 import DEFAULT_BLOCK, quantize_block_fp8
 from engine.tiny_tokenizer import TINY_VOCAB_SIZE
 
@@ -82,10 +83,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 10240, "rms_norm_eps": 1e-6, "num_nextn_predict_layers": 1,
     },
 }
-
-
-class TinyCheckpointError(ValueError):
-    """An unknown preset, dtype or shard count."""
 
 
 def tiny_config(config: Mapping[str, Any] | str, *, vocab_size: int = DEFAULT_VOCAB) -> dict[str, Any]:

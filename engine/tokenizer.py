@@ -23,6 +23,8 @@ from pathlib import Path
 
 import tiktoken
 
+from engine.errors import TokenizerError, TokenizerFileError, UnknownTokenError
+
 TIKTOKEN_FILE = "tiktoken.model"
 CONFIG_FILE = "tokenizer_config.json"
 NUM_SPECIAL_TOKENS = 256
@@ -65,18 +67,6 @@ K2_PAT_STR = "|".join(
 _MAX_CHUNK_CHARS = 400_000
 _MAX_RUN_CHARS = 25_000
 _RUN = re.compile(r"\s+|\S+")
-
-
-class TokenizerError(ValueError):
-    """Bad tokenizer input: files, names or ids."""
-
-
-class TokenizerFileError(TokenizerError):
-    """A tokenizer file is missing or malformed; the message names the file (and line)."""
-
-
-class UnknownTokenError(TokenizerError):
-    """A special-token name or a token id that this vocabulary does not have."""
 
 
 def read_tiktoken_ranks(path: Path) -> dict[bytes, int]:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig
+from engine.errors import ModelInputError
 from engine.fp8 import FP8_DTYPE, dequantize_block_fp8, scale_grid_shape
 
 Device = torch.device | str
@@ -31,10 +32,6 @@ MoeForm = Literal["loop", "grouped"]
 # DeepSeek's reference code and the checkpoints' own modeling code build the two latent norms with their
 # default epsilon rather than `rms_norm_eps` (the same for K2, 1e-5 vs 1e-6 where a config says 1e-5).
 LATENT_NORM_EPS = 1e-6
-
-
-class ModelInputError(ValueError):
-    """Bad options, ids, positions, mask or cache handed to the model."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +228,10 @@ class LatentCache:
     def commit(self, new: int) -> None:
         self.length += new
 
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only the sequences at batch `rows` [B'], in that order, so finished ones stop costing compute."""
+        self.latent, self.k_rope, self.key_valid = self.latent[:, rows], self.k_rope[:, rows], self.key_valid[rows]
+
 
 # ---- attention -----------------------------------------------------------------------------------------
 
@@ -299,13 +300,16 @@ class MultiHeadLatentAttention(nn.Module):
         self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor, allowed: torch.Tensor
     ) -> torch.Tensor:
         """Attention in latent space: q_nope.(W_uk c) = (W_uk^T q_nope).c, and W_uv applied after the sum."""
-        w = self.kv_b_proj.dense_weight().view(self.heads, self.nope + self.v_dim, self.rank)
+        dtype = latent.dtype  # on CPU in fp32: torch's bf16 batched matmul there is 4-6x slower than fp32
+        if latent.device.type == "cpu":
+            q_nope, q_pe, latent, k_pe = q_nope.float(), q_pe.float(), latent.float(), k_pe.float()
+        w = self.kv_b_proj.dense_weight().view(self.heads, self.nope + self.v_dim, self.rank).to(latent.dtype)
         w_uk, w_uv = w[:, : self.nope], w[:, self.nope :]  # [H, nope, C], [H, v, C]
         q_latent = torch.einsum("bshd,hdc->bshc", q_nope, w_uk)
         scores = torch.einsum("bshc,btc->bhst", q_latent, latent) + torch.einsum("bshr,btr->bhst", q_pe, k_pe)
         probs = self._softmax(scores, allowed, latent.dtype)
         out_latent = torch.einsum("bhst,btc->bshc", probs, latent)
-        return torch.einsum("bshc,hdc->bshd", out_latent, w_uv)
+        return torch.einsum("bshc,hdc->bshd", out_latent, w_uv).to(dtype)
 
 
 # ---- mixture of experts --------------------------------------------------------------------------------
