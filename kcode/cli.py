@@ -138,6 +138,29 @@ def sessions(
     print_sessions(data_dir(os.environ) / "sessions", None if all_workspaces else path)
 
 
+engine_app = typer.Typer(help="The local K2 / DeepSeek-V3 engine's own tools.", no_args_is_help=True)
+app.add_typer(engine_app, name="engine")
+
+
+@engine_app.command("make-tiny")
+def make_tiny_checkpoint(
+    directory: Path = typer.Argument(..., file_okay=False, help="Where to write the checkpoint (created)."),
+    preset: str = typer.Option("k2", help="Architecture to shrink: k2, moonlight or deepseek_v3."),
+    dtype: str = typer.Option("bf16", help="Weight format: bf16, fp32, or fp8 (block-quantised as K2 ships)."),
+    shards: int = typer.Option(1, min=1, help="Safetensors files to split the weights over."),
+    seed: int = typer.Option(0, help="Seed of the random weights."),
+) -> None:
+    """Write a tiny random checkpoint in the real on-disk format, for tests, benchmarks and the offline demo."""
+    from kcode.commands.engine_tools import write_tiny_checkpoint
+    from kcode.errors import ConfigError
+
+    try:
+        root = write_tiny_checkpoint(directory, preset=preset, dtype=dtype, shards=shards, seed=seed)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    typer.echo(f"Wrote a tiny {preset} checkpoint ({dtype}) to {root}; try: kcode chat --model local:{root}")
+
+
 def _bare_resume_means_last(argv: list[str]) -> list[str]:
     """`--resume` with no id continues the newest session: typer options cannot have optional values."""
     fixed = list(argv)

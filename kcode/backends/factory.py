@@ -15,3 +15,12 @@ def make_backend(settings: Settings) -> Backend:
     from kcode.backends.remote import RemoteBackend
 
     return RemoteBackend.from_settings(settings)
+
+
+def backend_notice(settings: Settings) -> str | None:
+    """What the user must know about the chosen model before trusting its answers, if anything."""
+    if settings.profile.provider == "local" and settings.profile.local_path is None:
+        from kcode.backends.local import DEMO_NOTICE
+
+        return DEMO_NOTICE
+    return None

@@ -17,7 +17,7 @@ from kcode.agent.approvals import Approvals
 from kcode.agent.conversation import Conversation
 from kcode.agent.events import Compacted, Event
 from kcode.agent.loop import Agent
-from kcode.backends.factory import make_backend
+from kcode.backends.factory import backend_notice, make_backend
 from kcode.commands.agent_setup import budget, compactor, new_conversation
 from kcode.config import ApprovalMode, Settings
 from kcode.errors import KcodeError
@@ -73,6 +73,9 @@ class ChatSession:
         session_id = self.recorder.id if self.recorder else ""
         self.console.print(f"[bold]kcode[/] · {escape(self.settings.profile.model)} · {escape(str(self.options.root))}"
                            f" · session {session_id}\n[dim]/help for commands, Ctrl-D to leave[/]")
+        notice = backend_notice(self.settings)
+        if notice is not None:
+            self.console.print(f"[yellow]{escape(notice)}[/]")
         while True:
             try:
                 text = self.repl.read().strip()

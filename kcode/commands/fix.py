@@ -18,7 +18,7 @@ from kcode.agent.events import Event, EventSink, TurnEndReason
 from kcode.agent.loop import Agent
 from kcode.agent.prompt import fix_prompt
 from kcode.agent.trajectory import TrajectoryWriter
-from kcode.backends.factory import make_backend
+from kcode.backends.factory import backend_notice, make_backend
 from kcode.commands.agent_setup import budget, compactor, new_conversation
 from kcode.config import Settings
 from kcode.messages import user
@@ -65,6 +65,9 @@ def run_fix(settings: Settings, options: FixOptions, *, stdout: TextIO = sys.std
             stderr: TextIO = sys.stderr) -> ExitCode:
     """Run the task to its end and report; configuration errors raise before anything runs."""
     backend = make_backend(settings)
+    notice = backend_notice(settings)
+    if notice is not None:
+        stderr.write(f"kcode: {notice}\n")
     sinks: list[EventSink] = [JsonEventWriter(stdout) if options.json_events else ProgressPrinter(stderr)]
     if options.trajectory is not None:
         sinks.append(TrajectoryWriter(options.trajectory, {"task": options.task, "model": settings.profile.model,
