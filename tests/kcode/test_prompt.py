@@ -80,7 +80,6 @@ def test_the_fix_prompt_carries_the_task_verbatim_and_says_when_commands_are_ref
 
 
 def test_prompts_are_package_data_in_the_wheel(tmp_path: Path) -> None:
-    pytest.importorskip("hatchling")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w",
                     str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=120)
     (wheel,) = tmp_path.glob("kcode-*.whl")
