@@ -43,6 +43,23 @@ _SUBCOMMAND_PROGRAMS = frozenset({
 })
 
 
+# Programs whose every run can do anything (shells, interpreters, wrappers that run another command) or
+# destroy work: "always" for one of these approves that exact command, never the program as a prefix.
+_EXACT_ONLY_PROGRAMS = frozenset({
+    "rm", "rmdir", "shred", "dd", "truncate", "mv", "cp", "ln", "chmod", "chown", "chgrp", "find", "rsync",
+    "kill", "pkill", "killall", "sudo", "su", "doas", "env", "xargs", "eval", "exec", "command", "builtin",
+    "nohup", "timeout", "nice", "time", "watch", "sh", "bash", "zsh", "fish", "dash", "ksh", "node", "deno",
+    "bun", "perl", "ruby", "php", "lua", "R", "Rscript", "curl", "wget", "ssh", "scp",
+})
+_EXACT_ONLY_SUBCOMMANDS = frozenset({
+    ("git", "reset"), ("git", "clean"), ("git", "checkout"), ("git", "restore"), ("git", "switch"),
+    ("git", "rebase"), ("git", "push"), ("git", "branch"), ("git", "stash"), ("git", "rm"), ("git", "gc"),
+    ("git", "prune"), ("git", "reflog"), ("git", "update-ref"), ("git", "filter-branch"), ("git", "worktree"),
+    ("docker", "rm"), ("docker", "rmi"), ("docker", "system"), ("docker", "run"), ("kubectl", "delete"),
+    ("npm", "exec"), ("npx", "--yes"), ("pip", "uninstall"), ("make", "clean"),
+})
+
+
 class ApprovalModeError(ValueError):
     """An approval mode that does not exist, or one that needs an approver and has none."""
 
@@ -155,7 +172,7 @@ class Approvals:
         segments = _segments(command)
         if not segments:
             return True
-        return not all(any(words[: len(p)] == p for p in self.command_prefixes) for words in segments)
+        return not all(any(_covers(p, words) for p in self.command_prefixes) for words in segments)
 
     def _scope(self, kind: ActionKind, arguments: Mapping[str, Any]) -> str:
         if kind == "edit":
@@ -164,7 +181,10 @@ class Approvals:
         prefixes = command_prefixes(command)
         if not prefixes:
             return "this exact command for the rest of this session"
-        listed = ", ".join(f"`{' '.join(p)}`" for p in sorted(prefixes))
+        if all(_whole_command_only(p) for p in prefixes):
+            return "this exact command for the rest of this session"
+        listed = ", ".join(f"`{' '.join(p)}`" + ("" if not _whole_command_only(p) else " (exactly)")
+                           for p in sorted(prefixes))
         return f"commands starting with {listed} for the rest of this session"
 
     def _remember(self, kind: ActionKind, arguments: Mapping[str, Any]) -> None:
@@ -191,17 +211,34 @@ def command_prefixes(command: str) -> set[tuple[str, ...]] | None:
 
 
 def _prefix(words: tuple[str, ...]) -> tuple[str, ...]:
-    """`git status`, `python -m pytest`, `pytest`: what "always" approves for one simple command.
-
-    Options before a subcommand (`git -C dir status`) would make the program alone the prefix, approving
-    every subcommand; such commands are kept whole instead.
-    """
+    """`git status`, `python -m pytest`, `pytest`: what "always" approves for one simple command."""
+    if _whole_command_only(words):
+        return words
     program = words[0].rsplit("/", 1)[-1]
     if program in _SUBCOMMAND_PROGRAMS and len(words) > 1:
-        return words if words[1].startswith("-") else words[:2]
-    if program.startswith("python") and words[1:2] == ("-m",) and len(words) > 2:
-        return words[:3]
-    return words[:1]
+        return words[:2]
+    return words[:3] if program.startswith("python") else words[:1]
+
+
+def _whole_command_only(words: tuple[str, ...]) -> bool:
+    """Whether "always" may cover only this exact simple command, not others that start like it.
+
+    So it is for shells, interpreters, wrappers and commands that destroy work (approving `rm build/x.o`
+    must not approve `rm -rf ~`), for options before a subcommand (`git -C dir status` would otherwise
+    approve every subcommand) and for Python running code rather than a module (`-c`, a script).
+    """
+    program = words[0].rsplit("/", 1)[-1]
+    if program in _EXACT_ONLY_PROGRAMS:
+        return True
+    if program in _SUBCOMMAND_PROGRAMS and len(words) > 1:
+        return words[1].startswith("-") or (program, words[1]) in _EXACT_ONLY_SUBCOMMANDS
+    if program.startswith("python"):
+        return not (words[1:2] == ("-m",) and len(words) > 2)
+    return False
+
+
+def _covers(approved: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    return words == approved if _whole_command_only(approved) else words[: len(approved)] == approved
 
 
 def _segments(command: str) -> list[tuple[str, ...]] | None:

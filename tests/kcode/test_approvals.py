@@ -114,6 +114,24 @@ def test_always_for_a_command_covers_its_prefix_in_every_part_of_a_later_command
         bash("git push --force").arguments, bash("git status; rm -rf src").arguments]
 
 
+@pytest.mark.parametrize(("approved", "later"), [
+    ("rm build/x.o", "rm -rf ~"),
+    ("rm -rf build", "rm -rf build ~"),
+    ("git -C repo reset --hard", "git -C repo reset --hard HEAD~9"),
+    ("python -c 'print(1)'", "python -c 'import shutil; shutil.rmtree(\"src\")'"),
+    ("git reset HEAD~1", "git reset --hard HEAD~5"),
+    ("bash build.sh", "bash -c 'rm -rf src'"),
+])
+def test_always_for_a_dangerous_program_never_approves_its_other_uses(approved: str, later: str) -> None:
+    approver = ScriptedApprover(Decision.always(), Decision.no())
+    approvals = Approvals("auto-edit", approver)
+    assert approvals.check(bash(approved)) is None
+    assert approver.asked[0].always_scope == "this exact command for the rest of this session"
+    assert approvals.check(bash(approved)) is None  # the exact command is remembered
+    assert approvals.check(bash(later)) is not None
+    assert len(approver.asked) == 2
+
+
 def test_always_for_a_command_that_cannot_be_split_safely_covers_only_that_exact_command() -> None:
     approver = ScriptedApprover(Decision.always(), Decision.yes())
     approvals = Approvals("auto-edit", approver)
@@ -126,7 +144,12 @@ def test_always_for_a_command_that_cannot_be_split_safely_covers_only_that_exact
 
 @pytest.mark.parametrize(("command", "prefixes"), [
     ("git status -s", {("git", "status")}),
-    ("pytest -q tests && rm -rf build", {("pytest",), ("rm",)}),
+    ("pytest -q tests && rm -rf build", {("pytest",), ("rm", "-rf", "build")}),
+    ("python -c 'print(1)'", {("python", "-c", "print(1)")}),
+    ("python scripts/gen.py --all", {("python", "scripts/gen.py", "--all")}),
+    ("git reset HEAD~1", {("git", "reset", "HEAD~1")}),
+    ("sudo apt-get install -y jq", {("sudo", "apt-get", "install", "-y", "jq")}),
+    ("xargs rm < files.txt", {("xargs", "rm", "<", "files.txt")}),
     ("cd src\nls | head -5", {("cd",), ("ls",), ("head",)}),
     ("python -m pytest -x tests/", {("python", "-m", "pytest")}),
     (".venv/bin/python3 -m mypy kcode", {(".venv/bin/python3", "-m", "mypy")}),
