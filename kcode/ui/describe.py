@@ -120,6 +120,8 @@ def result_summary(call: ToolCall, result: ToolResult, max_chars: int = 100) -> 
     if isinstance(diff, str) and diff:
         added, removed = diff_stat(diff)
         return f"+{added} −{removed}"
+    if call.name == "editor":  # a view: its header line says which lines of how many were read
+        return printable(result.output).strip().split("\n", 1)[0][:max_chars]
     parts: list[str] = []
     exit_code = result.data.get("exit_code")
     if isinstance(exit_code, int) and exit_code != 0:

@@ -34,7 +34,15 @@ from kcode.agent.events import (
     UsageReport,
 )
 from kcode.messages import ToolCall
-from kcode.ui.describe import call_summary, diff_hunks, format_cost, format_tokens, line_count, one_line, printable
+from kcode.ui.describe import (
+    call_summary,
+    diff_hunks,
+    format_cost,
+    format_tokens,
+    one_line,
+    printable,
+    result_summary,
+)
 from kcode.ui.errors import DisplaySettingError
 from kcode.ui.live_view import LiveView, message_renderable
 from tools.base import ToolResult
@@ -201,9 +209,8 @@ class ChatRenderer:
         diff = result.data.get("diff")
         if isinstance(diff, str) and diff:
             return render_diff(diff_hunks(diff), self.diff_lines)
-        if call.name == "editor":
-            count = line_count(output)
-            return Text(f"{count} line{'s' if count != 1 else ''}", style="dim")
+        if call.name == "editor":  # a view: its header says which lines of how many; the model reads the rest
+            return Text(result_summary(call, result), style="dim")
         return self._preview(output, "") if output.strip() else Text("(no output)", style="dim")
 
     def _preview(self, output: str, style: str) -> Text:

@@ -75,17 +75,18 @@ def test_edit_shows_its_diff_without_file_headers() -> None:
     ])
 
 
-def test_long_diff_is_clamped_and_view_shows_only_a_line_count() -> None:
+def test_long_diff_is_clamped_and_a_view_is_not_echoed() -> None:
     console = plain_console()
     render = ChatRenderer(console, diff_lines=3)
     edit = call("editor", command="str_replace", path="a.py")
     render(ToolCallFinished(edit, ToolResult("edited", data={"diff": DIFF})))
     view = call("editor", "c2", command="view", path="a.py")
-    render(ToolCallFinished(view, ToolResult("1\timport os\n2\tx = 1\n3\tprint(x)")))
+    render(ToolCallFinished(view, ToolResult("a.py: lines 1-3 of 3\n1\timport os\n2\tx = 1\n3\tprint(x)")))
     text = output(console)
     assert "     -x = 1\n     … 2 more lines" in text
     assert "+x = 2" not in text
-    assert "● editor  view a.py\n  ⎿  3 lines" in text
+    assert "● editor  view a.py\n  ⎿  a.py: lines 1-3 of 3" in text
+    assert "import os" not in text.split("view a.py")[1]
 
 
 def test_error_result_and_agent_error_are_visible() -> None:
@@ -261,3 +262,13 @@ def test_live_preview_of_a_long_message_shows_its_end_still_as_code() -> None:
     assert "48;2;39;40;34m" in frame  # the code block's background: the cut reopened the fence
     render.close()
     assert "Here is the file:" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_file_view_is_summed_up_by_its_header_not_echoed() -> None:
+    console = plain_console()
+    render = ChatRenderer(console)
+    view = call("editor", command="view", path="calc.py")
+    render(ToolCallStarted(view))
+    render(ToolCallFinished(view, ToolResult("calc.py: lines 1-2 of 2\n     1\tdef add(a, b):\n"
+                                             "     2\t    return a - b\n[end of file]")))
+    assert output(console) == "\n● editor  view calc.py\n  ⎿  calc.py: lines 1-2 of 2"
