@@ -111,14 +111,18 @@ class Compactor:
     def needed(self, conversation: Conversation, tools: Sequence[Mapping[str, Any]]) -> bool:
         return context_tokens(conversation, tools) >= self.threshold_tokens
 
-    def compact(self, conversation: Conversation, tools: Sequence[Mapping[str, Any]]) -> Compaction:
-        """Elide, then summarise if still too big. Never raises for a backend failure: it becomes `problem`."""
+    def compact(self, conversation: Conversation, tools: Sequence[Mapping[str, Any]], *,
+                force: bool = False) -> Compaction:
+        """Elide, then summarise if still too big. Never raises for a backend failure: it becomes `problem`.
+
+        `force` (the user's /compact) summarises whatever follows the system prompt, however small.
+        """
         before = context_tokens(conversation, tools)
         history, elided = self._elide(conversation.messages)
         after = context_tokens(Conversation(history), tools)
-        if after < self.threshold_tokens:
+        if after < self.threshold_tokens and not force:
             return Compaction(history, before, after, elided_outputs=elided)
-        start, end = self._summary_span(history)
+        start, end = self._summary_span(history, keep_recent=not force)
         if start == end:
             return Compaction(history, before, after, elided_outputs=elided,
                               problem="there is nothing to summarise: the system prompt alone fills the window")
@@ -152,7 +156,7 @@ class Compactor:
             out.append(message)
         return tuple(out), elided
 
-    def _summary_span(self, messages: tuple[Message, ...]) -> tuple[int, int]:
+    def _summary_span(self, messages: tuple[Message, ...], *, keep_recent: bool = True) -> tuple[int, int]:
         """The messages to summarise: after the leading system messages, up to a tail that is kept whole.
 
         The tail starts at a user or assistant message, never at a tool result cut off from its call.
@@ -160,7 +164,7 @@ class Compactor:
         start = 0
         while start < len(messages) and messages[start].role == "system":
             start += 1
-        budget = self.backend.context_window * self.settings.keep_recent_share
+        budget = self.backend.context_window * self.settings.keep_recent_share if keep_recent else 0
         end = len(messages)
         tail_tokens = 0
         for index in range(len(messages) - 1, start, -1):

@@ -141,7 +141,7 @@ class ChatSession:
         compaction_tool = self.agent.compactor
         if compaction_tool is None:
             return
-        result = compaction_tool.compact(self.agent.conversation, self.toolset.schemas())
+        result = compaction_tool.compact(self.agent.conversation, self.toolset.schemas(), force=True)
         if result.changed:
             self.agent.conversation.replace(result.history)
             self._emit(Compacted(result.tokens_before, result.tokens_after, result.summary,

@@ -132,10 +132,31 @@ def test_slash_commands(repo: Path, tmp_path: Path, openai_server: ScriptedServe
     _expect(child, "/compact")
     _say(child, "/model")
     _expect(child, "scripted-model")
-    _say(child, "/cost")
-    _expect(child, "tokens")
     _say(child, "/bogus")
     _expect(child, "Unknown command /bogus")
+    assert openai_server.chat_requests == []
+
+    long_answer = "First answer. " + "Details follow. " * 200  # long enough that a summary is shorter
+    openai_server.add(Reply(text=long_answer, chunk_chars=200), Reply(text="The user said hello; kcode answered."),
+                      Reply(text="Answer from the other model."))
+    _say(child, "hello")
+    _expect(child, "First answer.")
+    _say(child, "/cost")
+    _expect(child, "15 tokens")
+    _say(child, "/compact")
+    _expect(child, "Compacted:")
+    summary_request = openai_server.chat_requests[1].body
+    assert "tools" not in summary_request and "hello" in json.dumps(summary_request["messages"])
+    _say(child, "/model other-model")
+    _expect(child, "Model: other-model")
+    _say(child, "and now?")
+    _expect(child, "Answer from the other model.")
+    last = openai_server.chat_requests[2].body
+    assert last["model"] == "other-model"
+    assert any("The user said hello; kcode answered." in str(m.get("content")) for m in last["messages"])
+    _say(child, "/clear")
+    _expect(child, "New conversation")
     _say(child, "/exit")
     child.expect(pexpect.EOF)
-    assert openai_server.chat_requests == []
+    sessions = sorted((tmp_path / ".local" / "share" / "kcode" / "sessions").glob("*.jsonl"))
+    assert len(sessions) == 2  # /clear started a second one

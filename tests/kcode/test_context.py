@@ -111,6 +111,23 @@ def test_a_summary_replaces_the_older_messages_when_elision_is_not_enough() -> N
     assert_consistent(history)
 
 
+def test_a_forced_compaction_summarises_even_a_history_far_below_the_threshold() -> None:
+    backend = ScriptedBackend([[TextDelta("SUMMARY: asked about the parser"), Usage(100, 10)]],
+                              context_window=100_000)
+    compactor = Compactor(backend, CompactionSettings())
+    conversation = Conversation([system("SYSTEM PROMPT"), user("TASK " + "detail " * 300),
+                                 Message("assistant", content="answer " * 300)])
+    assert compactor.compact(conversation, []).summary == ""  # not forced: nothing to do
+    assert backend.requests == []
+
+    forced = compactor.compact(conversation, [], force=True)
+
+    assert forced.problem is None
+    assert [m.role for m in forced.history] == ["system", "user"]
+    assert "SUMMARY: asked about the parser" in forced.history[1].content
+    assert forced.tokens_after < forced.tokens_before
+
+
 def test_a_failed_summary_keeps_what_elision_achieved_and_says_why() -> None:
     backend = ScriptedBackend([[BackendError("HTTP 500")]], context_window=10_000)
     conversation = Conversation(long_history(10, 2000, text="thinking " * 1000))
