@@ -30,6 +30,9 @@ app = typer.Typer(
 _MODEL = typer.Option(None, "--model", "-m", help="Model id; `local` or `local:PATH` runs kcode's own engine.")
 _BASE_URL = typer.Option(None, "--base-url", help="OpenAI-compatible API base URL, e.g. http://localhost:8000/v1.")
 _PROFILE = typer.Option(None, "--profile", "-p", help="A profile from config.toml, or `moonshot` / `openai`.")
+_CONFIG = typer.Option(None, "--config", dir_okay=False, help="Read this config.toml instead of the default.")
+_SET = typer.Option([], "--set", "-c", metavar="NAME=VALUE",
+                    help="One setting for this run, e.g. -c max_steps=50 -c approval_mode=auto-edit.")
 _WORKSPACE = typer.Argument(Path("."), exists=True, file_okay=False, resolve_path=True,
                             help="The repository to work in (default: the current directory).")
 
@@ -53,10 +56,12 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(profile: str | None, model: str | None, base_url: str | None) -> Settings:
+def _load(profile: str | None, model: str | None, base_url: str | None, config: Path | None = None,
+          assignments: list[str] | None = None) -> Settings:
     from kcode.config import Overrides, load_settings
 
-    return load_settings(os.environ, Overrides(profile=profile, model=model, base_url=base_url))
+    return load_settings(os.environ, Overrides(profile=profile, model=model, base_url=base_url, config_file=config,
+                                               settings=Overrides.parse_set(assignments or [])))
 
 
 @app.command()
@@ -69,16 +74,18 @@ def chat(
                                       help="Continue session ID; with no ID, this workspace's newest session."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Run commands and edits without asking (yolo)."),
     auto_edit: bool = typer.Option(False, "--auto-edit", help="Make edits without asking; still ask for commands."),
+    config: Path | None = _CONFIG,
+    assignments: list[str] = _SET,
 ) -> None:
     """Chat with the agent in your terminal; it asks before it edits or runs anything."""
     from kcode.commands.chat import ChatOptions, run_chat
     from kcode.errors import KcodeError
 
     try:
-        settings = _load(profile, model, base_url)
+        settings = _load(profile, model, base_url, config, assignments)
         mode = "yolo" if yes else "auto-edit" if auto_edit else settings.approval_mode
         run_chat(settings, ChatOptions(root=path, approval_mode=mode, resume=resume),
-                 reload=lambda name: _load(profile, name, base_url))
+                 reload=lambda name: _load(profile, name, base_url, config, assignments))
     except KcodeError as exc:
         raise _fail(str(exc), 2) from None
 
@@ -100,6 +107,8 @@ def fix(
     model: str | None = _MODEL,
     base_url: str | None = _BASE_URL,
     profile: str | None = _PROFILE,
+    config: Path | None = _CONFIG,
+    assignments: list[str] = _SET,
 ) -> None:
     """Fix a task headless: progress on stderr, the diff of every change on stdout.
 
@@ -107,22 +116,28 @@ def fix(
     3 the model API failed after retries, 4 a limit stopped the agent, 130 interrupted.
     """
     from kcode.commands.fix import ExitCode, FixOptions, run_fix
-    from kcode.errors import ConfigError, KcodeError
+    from kcode.errors import BackendError, KcodeError
 
     if (task is None) == (task_file is None):
         raise _fail("give the task with exactly one of --task TEXT or --task-file FILE", ExitCode.USAGE)
-    text = task if task is not None else task_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+    try:
+        text = task if task is not None else task_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+    except UnicodeDecodeError:
+        raise _fail(f"the task file {task_file} is not UTF-8 text", ExitCode.USAGE) from None
+    for target, flag in ((output_patch, "--output-patch"), (trajectory, "--trajectory")):
+        if target is not None and not target.resolve().parent.is_dir():
+            raise _fail(f"{flag}: the directory of {target} does not exist", ExitCode.USAGE)
     if not text.strip():
         raise _fail("the task is empty", ExitCode.USAGE)
     try:
-        settings = _load(profile, model, base_url)
+        settings = _load(profile, model, base_url, config, assignments)
         code = run_fix(settings, FixOptions(root=path, task=text, allow_commands=yes, max_steps=max_steps,
                                             output_patch=output_patch, trajectory=trajectory,
                                             json_events=json_events))
-    except ConfigError as exc:
-        raise _fail(str(exc), ExitCode.USAGE) from None
-    except KcodeError as exc:
+    except BackendError as exc:
         raise _fail(str(exc), ExitCode.MODEL_FAILURE) from None
+    except KcodeError as exc:  # configuration, git, the workspace: nothing the model did
+        raise _fail(str(exc), ExitCode.USAGE) from None
     raise typer.Exit(int(code))
 
 

@@ -32,7 +32,7 @@ import os
 import pwd
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -76,7 +76,7 @@ class Settings:
     max_steps: int = 100
     """Most model calls in one turn before the agent stops and says so."""
     bash_timeout_s: float = 120.0
-    """Default wall-clock limit of one shell command; the model may ask for another, up to 10 minutes."""
+    """Default wall-clock limit of one shell command; the model may ask for more, up to 10 minutes or this."""
     max_output_chars: int = 16_000
     """Most characters of one tool result the model reads; the rest is saved to a file it can view."""
     compact_threshold: float = 0.85
@@ -107,7 +107,20 @@ class Overrides:
     base_url: str | None = None
     config_file: Path | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
-    """Settings by field name (`{"approval_mode": "yolo"}`); strings are parsed as variables are."""
+    """Settings by field name from `--set NAME=VALUE`; strings are parsed as variables are."""
+
+    @classmethod
+    def parse_set(cls, assignments: Sequence[str]) -> dict[str, str]:
+        """`["max_steps=50"]` as `{"max_steps": "50"}`; unknown names are caught later, with the allowed ones."""
+        settings: dict[str, str] = {}
+        for assignment in assignments:
+            name, equals, value = assignment.partition("=")
+            if not equals or not name.strip():
+                raise ConfigError(f"--set expects NAME=VALUE, got {assignment!r}")
+            if name.strip() not in _SETTINGS_KEYS:
+                raise ConfigError(f"--set: unknown setting {name.strip()!r}; settings: {', '.join(_SETTINGS_KEYS)}")
+            settings[name.strip()] = value.strip()
+        return settings
 
 
 @dataclass(frozen=True)
@@ -127,8 +140,9 @@ _SETTINGS_KEYS: dict[str, _Key] = {
     "approval_mode": _Key(str, "one of ask, auto-edit, yolo", lambda v: v in APPROVAL_MODES),
     "max_steps": _Key(int, "an integer >= 1", lambda v: v >= 1),
     "bash_timeout_s": _Key(float, "a number of seconds above 0 and at most 3600", lambda v: 0 < v <= 3600),
-    "max_output_chars": _Key(int, "an integer >= 200", lambda v: v >= 200),
-    "compact_threshold": _Key(float, "a number from 0.1 to 1", lambda v: 0.1 <= v <= 1),
+    "max_output_chars": _Key(int, "an integer >= 1000", lambda v: v >= 1000),
+    # The compactor keeps the newest quarter of the window word for word, so the threshold must lie above it.
+    "compact_threshold": _Key(float, "a number from 0.3 to 1", lambda v: 0.3 <= v <= 1),
     "cost_limit_usd": _Key(float, "a number of US dollars above 0", lambda v: v > 0),
     "token_limit": _Key(int, "an integer >= 1", lambda v: v >= 1),
     "time_limit_s": _Key(float, "a number of seconds above 0", lambda v: v > 0),
@@ -253,8 +267,7 @@ def _layered_settings(document: Mapping[str, Any], path: Path | None, env: Mappi
         if variable in env:
             values[name] = _coerce(env[variable], name, spec, f"environment variable {variable}", from_text=True)
         if name in overrides.settings:
-            values[name] = _coerce(overrides.settings[name], name, spec, f"--{name.replace('_', '-')}",
-                                   from_text=True)
+            values[name] = _coerce(overrides.settings[name], name, spec, f"--set {name}", from_text=True)
     return values
 
 

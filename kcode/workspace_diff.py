@@ -13,11 +13,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from kcode.errors import KcodeError
+
 # Files that running code leaves behind; they are not part of anybody's fix.
 _JUNK_PATTERNS = "__pycache__/\n*.py[cod]\n.pytest_cache/\n.mypy_cache/\n.ruff_cache/\n*.egg-info/\n.coverage\n"
 
 
-class WorkspaceDiffError(RuntimeError):
+class WorkspaceDiffError(KcodeError):
     """git is missing or failed; the message says which command and why."""
 
 

@@ -67,7 +67,7 @@ class LocalBackend:
         profile = settings.profile
         path = Path(profile.local_path).expanduser() if profile.local_path else demo_checkpoint(settings.data_dir)
         if not (path / "config.json").is_file():
-            raise BackendError(f"{path} is not a checkpoint directory (it has no config.json)")
+            raise ConfigError(f"{path} is not a checkpoint directory (it has no config.json)")
         try:
             llm = LLM(path, dtype="float32")
         except (OSError, ValueError) as exc:

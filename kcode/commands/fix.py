@@ -81,8 +81,6 @@ def run_fix(settings: Settings, options: FixOptions, *, stdout: TextIO = sys.std
         reason = agent.run_turn(user(fix_prompt(options.task, commands_allowed=options.allow_commands)))
         patch = snapshot.diff()
     code = _exit_code(reason, changed=bool(patch))
-    if options.output_patch is not None:
-        options.output_patch.write_bytes(patch)
     if options.json_events:
         stdout.write(json.dumps({"type": "result", "reason": reason, "exit_code": int(code),
                                  "patch": patch.decode("utf-8", errors="replace")}) + "\n")
@@ -92,6 +90,12 @@ def run_fix(settings: Settings, options: FixOptions, *, stdout: TextIO = sys.std
     else:
         stdout.write(patch.decode("utf-8", errors="replace"))
     stdout.flush()
+    if options.output_patch is not None:  # after stdout, so a failure here cannot lose the diff
+        try:
+            options.output_patch.write_bytes(patch)
+        except OSError as exc:
+            stderr.write(f"kcode: could not write the patch to {options.output_patch}: {exc.strerror}\n")
+            return ExitCode.USAGE
     return code
 
 

@@ -207,8 +207,8 @@ def test_invalid_toml_names_the_file(home: Path) -> None:
     ("max_steps = 0\n", "max_steps must be an integer >= 1, got 0"),
     ("max_steps = true\n", "max_steps must be an integer >= 1, got True"),
     ('approval_mode = "sometimes"\n', "approval_mode must be one of ask, auto-edit, yolo, got 'sometimes'"),
-    ("compact_threshold = 1.5\n", "compact_threshold must be a number from 0.1 to 1, got 1.5"),
-    ("compact_threshold = 0.05\n", "compact_threshold must be a number from 0.1 to 1, got 0.05"),
+    ("compact_threshold = 1.5\n", "compact_threshold must be a number from 0.3 to 1, got 1.5"),
+    ("compact_threshold = 0.2\n", "compact_threshold must be a number from 0.3 to 1, got 0.2"),
     ('[profiles.w]\nbase_url = "api.test/v1"\n', r"profiles.w.base_url must be an http:// or https:// URL"),
     ("[profiles.w]\ntemperature = 3\n", "profiles.w.temperature must be a number from 0 to 2, got 3"),
     ('[profiles.w]\napi_key_env = "sk-123"\n', "profiles.w.api_key_env must be the name of an environment variable"),
@@ -241,8 +241,8 @@ def test_variables_parse_to_their_types_and_empty_means_unset(home: Path) -> Non
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"max_steps": "x"}, "--max-steps: max_steps must be an integer"),
-    ({"approval_mode": "never"}, "--approval-mode: approval_mode must be one of ask, auto-edit, yolo"),
+    ({"max_steps": "x"}, "--set max_steps: max_steps must be an integer"),
+    ({"approval_mode": "never"}, "--set approval_mode: approval_mode must be one of ask, auto-edit, yolo"),
     ({"colour": "red"}, "unknown setting 'colour'"),
 ])
 def test_bad_flags_are_named(home: Path, settings: dict[str, Any], message: str) -> None:

@@ -179,15 +179,21 @@ def test_a_new_file_is_in_the_diff(repo: Path, tmp_path: Path, openai_server: Sc
 @pytest.mark.parametrize(("args", "message"), [
     (["--task", "x", "--task-file", "{repo}/README"], "exactly one of --task TEXT or --task-file FILE"),
     (["--task-file", "{repo}/missing.md"], "missing.md' does not exist"),
+    (["--task-file", "{repo}/latin1.md"], "is not UTF-8 text"),
+    (["--task", "x", "--output-patch", "{repo}/no/such/dir/fix.patch"], "--output-patch: the directory of"),
+    (["--task", "x", "-c", "max_steps=0"], "--set max_steps: max_steps must be an integer >= 1, got '0'"),
+    (["--task", "x", "-c", "colour=blue"], "--set: unknown setting 'colour'"),
     ([], "exactly one of --task TEXT or --task-file FILE"),
     (["--task", "   "], "the task is empty"),
 ])
 def test_usage_errors_exit_2_and_touch_nothing(repo: Path, tmp_path: Path, openai_server: ScriptedServer,
                                                args: list[str], message: str) -> None:
     (repo / "README").write_text("readme\n")
+    (repo / "latin1.md").write_bytes("Café crashes\n".encode("latin-1"))
     done = _kcode(["fix", str(repo), *(arg.format(repo=repo) for arg in args)], openai_server, tmp_path)
     assert done.returncode == 2
     assert message in done.stderr
+    assert "Traceback" not in done.stderr
     assert openai_server.chat_requests == []
 
 
