@@ -75,6 +75,15 @@ class Budget:
         self.steps = 0
         self._turn_started = clock()
 
+    def set_pricing(self, pricing: Pricing | None) -> None:
+        """Price what comes next (after /model). Cost counts from zero when it was unknown; an unpriced model
+        makes the session's cost unknown, since part of it can no longer be priced."""
+        self.pricing = pricing
+        if pricing is None:
+            self.cost_usd = None
+        elif self.cost_usd is None:
+            self.cost_usd = 0.0
+
     def start_turn(self) -> None:
         self.steps = 0
         self._turn_started = self._clock()

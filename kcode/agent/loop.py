@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, replace
 
 from kcode.agent.approvals import Approvals
-from kcode.agent.context import Compactor, context_tokens, estimate_message_tokens
+from kcode.agent.context import Compaction, Compactor, context_tokens, estimate_message_tokens
 from kcode.agent.conversation import Conversation
 from kcode.agent.events import (
     AgentError,
@@ -170,7 +170,17 @@ class Agent:
                 or not self.compactor.needed(self.conversation, self._schemas):
             return
         self.emit(Notice("Compacting the conversation to fit the context window."))
-        result = self.compactor.compact(self.conversation, self._schemas)
+        result = self.compact()
+        self._compaction_failed = result is not None and result.problem is not None
+
+    def compact(self, *, force: bool = False) -> Compaction | None:
+        """Compact now (`force`: even below the threshold, as /compact asks); None without a compactor.
+
+        The summary request is charged to the budget and the outcome reported, as for an automatic one.
+        """
+        if self.compactor is None:
+            return None
+        result = self.compactor.compact(self.conversation, self._schemas, force=force)
         if result.usage is not None:
             self.emit(self.budget.record_usage(result.usage))
         if result.changed:
@@ -178,8 +188,8 @@ class Agent:
             self.emit(Compacted(result.tokens_before, result.tokens_after, result.summary,
                                 result.elided_outputs, result.history))
         if result.problem is not None:
-            self._compaction_failed = True
             self.emit(AgentError(f"Could not compact the conversation: {result.problem}."))
+        return result
 
     def _count_repeat(self, call: ToolCall) -> int:
         key = (call.name, _canonical(call.arguments))

@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from kcode.agent.approvals import Approvals
 from kcode.agent.conversation import Conversation
-from kcode.agent.events import Compacted, Event
+from kcode.agent.events import Event
 from kcode.agent.loop import Agent
 from kcode.backends.factory import backend_notice, make_backend
 from kcode.commands.agent_setup import budget, compactor, new_conversation
@@ -87,8 +87,11 @@ class ChatSession:
             if not text:
                 continue
             if text.startswith("/"):
-                if self._slash(text) == "exit":
-                    return
+                try:
+                    if self._slash(text) == "exit":
+                        return
+                except KeyboardInterrupt:  # a slow /compact, say: back to the prompt, never out of kcode
+                    self.console.print("[yellow]interrupted[/]")
                 continue
             self._turn(text)
 
@@ -133,21 +136,14 @@ class ChatSession:
             return
         self.settings = settings
         self.agent.backend = backend
-        self.agent.budget.pricing = budget(settings).pricing
+        self.agent.budget.set_pricing(budget(settings).pricing)
         self.agent.compactor = compactor(settings, backend, self.options.root)
         self.console.print(f"Model: {escape(settings.profile.model)}")
 
     def _compact(self) -> None:
-        compaction_tool = self.agent.compactor
-        if compaction_tool is None:
-            return
-        result = compaction_tool.compact(self.agent.conversation, self.toolset.schemas(), force=True)
-        if result.changed:
-            self.agent.conversation.replace(result.history)
-            self._emit(Compacted(result.tokens_before, result.tokens_after, result.summary,
-                                 result.elided_outputs, result.history))
-        problem = f" ({result.problem})" if result.problem else ""
-        self.console.print(f"[dim]Compacted: {result.tokens_before:,} → {result.tokens_after:,} tokens{problem}.[/]")
+        result = self.agent.compact(force=True)
+        if result is not None and result.problem is None:
+            self.console.print(f"[dim]Compacted: {result.tokens_before:,} → {result.tokens_after:,} tokens.[/]")
 
     def _cost_line(self) -> str:
         spent = self.agent.budget

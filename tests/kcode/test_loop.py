@@ -363,3 +363,15 @@ def test_the_loop_passes_max_completion_tokens_to_the_backend(root: Path) -> Non
     agent, backend, _ = make_agent(root, [answer("ok")], settings=LoopSettings(max_completion_tokens=321))
     agent.run_turn(user("go"))
     assert backend.requests[0].max_tokens == 321
+
+
+def test_pricing_set_midway_starts_counting_and_an_unpriced_model_makes_cost_unknown() -> None:
+    budget = Budget(Limits(max_cost_usd=1.0))
+    budget.record_usage(Usage(1_000_000, 0))
+    assert budget.cost_usd is None and budget.exceeded() is None
+    budget.set_pricing(Pricing(input_per_mtok_usd=2.0, output_per_mtok_usd=8.0))
+    budget.record_usage(Usage(1_000_000, 0))
+    assert budget.cost_usd == pytest.approx(2.0)
+    assert budget.exceeded() is not None and budget.exceeded()[0] == "cost_limit"
+    budget.set_pricing(None)
+    assert budget.cost_usd is None
