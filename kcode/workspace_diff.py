@@ -1,8 +1,9 @@
 """What an agent changed in a workspace: snapshot the files before, diff against them after.
 
-A snapshot is a git tree written through a private index, so the user's index, HEAD, branches and stash
-are never touched; new and deleted files count, ignored files do not. A directory that is not a git
-repository gets a private git directory of its own for the duration.
+A snapshot is a git tree written through a private index into a private object store (the repository's
+own objects serve as an alternate), so the user's index, objects, HEAD, branches and stash are never
+touched; new and deleted files count, ignored files do not. A directory that is not a git repository gets
+a private git directory of its own for the duration.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ class WorkspaceDiffError(KcodeError):
 class WorkspaceSnapshot:
     """The state of the files under `root` when `take` ran; `diff()` gives what changed since."""
 
-    def __init__(self, root: Path, scratch: Path, git_dir: Path | None, top: Path, tree: str) -> None:
+    def __init__(self, root: Path, scratch: Path, git_dir: Path | None, top: Path, tree: str,
+                 objects: Path | None = None) -> None:
         self.root, self._scratch, self._git_dir, self._top, self.tree = root, scratch, git_dir, top, tree
+        self._repository_objects = objects
 
     @classmethod
     def take(cls, root: Path) -> WorkspaceSnapshot:
@@ -37,11 +40,15 @@ class WorkspaceSnapshot:
         scratch = Path(tempfile.mkdtemp(prefix="kcode-snapshot-"))
         (scratch / "exclude").write_text(_JUNK_PATTERNS)
         top = _repository_top(root)
-        git_dir = None
+        git_dir = objects = None
         if top is None:
             git_dir, top = scratch / "git", root
             _run(["git", "init", "-q", "--bare", str(git_dir)], cwd=root, env=None)
-        snapshot = cls(root, scratch, git_dir, top, tree="")
+        else:
+            objects = Path(_run(["git", "rev-parse", "--git-path", "objects"], cwd=top, env=None).decode().strip())
+            objects = objects if objects.is_absolute() else top / objects
+            (scratch / "objects").mkdir()
+        snapshot = cls(root, scratch, git_dir, top, tree="", objects=objects)
         snapshot.tree = snapshot._write_tree(seed_index=git_dir is None)
         return snapshot
 
@@ -77,6 +84,9 @@ class WorkspaceSnapshot:
 
     def _git(self, args: list[str]) -> bytes:
         env = {**os.environ, "GIT_INDEX_FILE": str(self._scratch / "index")}
+        if self._repository_objects is not None:  # new blobs go to the scratch store, not the user's
+            env |= {"GIT_OBJECT_DIRECTORY": str(self._scratch / "objects"),
+                    "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(self._repository_objects)}
         prefix = ["git", "-c", f"core.excludesFile={self._scratch / 'exclude'}", "-c", "core.autocrlf=false"]
         if self._git_dir is not None:
             prefix += [f"--git-dir={self._git_dir}", f"--work-tree={self._top}"]

@@ -84,6 +84,17 @@ def test_the_users_index_head_and_status_are_untouched(repo: Path) -> None:
     assert _git(repo, "diff", "--cached", "--name-only") == "staged.txt\n"
 
 
+def test_the_repositorys_object_store_is_untouched(repo: Path) -> None:
+    (repo / "data.bin").write_bytes(bytes(range(256)) * 4096)  # untracked before the run
+    objects = sorted(p.relative_to(repo) for p in (repo / ".git" / "objects").rglob("*"))
+    with WorkspaceSnapshot.take(repo) as snapshot:
+        (repo / "data.bin").write_bytes(b"changed")
+        (repo / "app.py").write_text("print('bye')\n")
+        text = snapshot.diff().decode(errors="replace")
+    assert "data.bin" in text and "print('bye')" in text
+    assert sorted(p.relative_to(repo) for p in (repo / ".git" / "objects").rglob("*")) == objects
+
+
 def test_binary_and_non_utf8_files_survive_the_round_trip(repo: Path, tmp_path: Path) -> None:
     with WorkspaceSnapshot.take(repo) as snapshot:
         (repo / "logo.bin").write_bytes(bytes(range(256)))
