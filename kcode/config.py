@@ -35,8 +35,9 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast, get_args
 
+from kcode.agent.approvals import ApprovalMode
 from kcode.errors import ConfigError
 from kcode.profiles import (
     DEFAULT_CONTEXT_WINDOW,
@@ -49,8 +50,7 @@ from kcode.profiles import (
 )
 from tools.settings import ToolSettings
 
-ApprovalMode = Literal["ask", "auto-edit", "yolo"]
-APPROVAL_MODES: tuple[ApprovalMode, ...] = ("ask", "auto-edit", "yolo")
+APPROVAL_MODES: tuple[ApprovalMode, ...] = get_args(ApprovalMode)
 
 NO_MODEL_MESSAGE = (
     "No model is configured.\n"

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from kcode.agent.limits import Pricing
+
 Provider = Literal["openai", "local"]
 """`openai`: any OpenAI-compatible HTTP API; `local`: kcode's own engine, in process."""
 Quirks = Literal["none", "moonshot"]
@@ -74,19 +76,12 @@ class Profile:
     local_path: str | None = None
     """For `local:PATH`, the checkpoint directory; None means the engine's default."""
 
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float | None:
-        """The price of one completion, or None when the profile has no prices.
-
-        `cached_tokens` are part of `prompt_tokens`, as the OpenAI and Moonshot usage reports count them.
-        """
+    @property
+    def pricing(self) -> Pricing | None:
+        """The prices the budget charges completions at; None unless input and output prices are both known."""
         if self.input_price_per_mtok is None or self.output_price_per_mtok is None:
             return None
-        cached_price = self.cached_input_price_per_mtok
-        if cached_price is None:
-            cached_price = self.input_price_per_mtok
-        cached = min(cached_tokens, prompt_tokens)
-        return ((prompt_tokens - cached) * self.input_price_per_mtok + cached * cached_price
-                + completion_tokens * self.output_price_per_mtok) / 1_000_000
+        return Pricing(self.input_price_per_mtok, self.output_price_per_mtok, self.cached_input_price_per_mtok)
 
 
 def builtin_profiles(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:

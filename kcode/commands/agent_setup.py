@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kcode.agent.context import CompactionSettings, Compactor
 from kcode.agent.conversation import Conversation
-from kcode.agent.limits import Budget, Limits, Pricing
+from kcode.agent.limits import Budget, Limits
 from kcode.agent.prompt import project_rules, system_prompt
 from kcode.backends.base import Backend
 from kcode.config import Settings
@@ -14,18 +14,10 @@ from kcode.messages import system
 from tools.toolset import Toolset
 
 
-def pricing(settings: Settings) -> Pricing | None:
-    """The profile's prices, when both input and output prices are known."""
-    profile = settings.profile
-    if profile.input_price_per_mtok is None or profile.output_price_per_mtok is None:
-        return None
-    return Pricing(profile.input_price_per_mtok, profile.output_price_per_mtok, profile.cached_input_price_per_mtok)
-
-
 def budget(settings: Settings, *, max_steps: int | None = None) -> Budget:
     limits = Limits(max_steps=max_steps or settings.max_steps, max_wall_s=settings.time_limit_s,
                     max_tokens=settings.token_limit, max_cost_usd=settings.cost_limit_usd)
-    return Budget(limits, pricing(settings))
+    return Budget(limits, settings.profile.pricing)
 
 
 def compactor(settings: Settings, backend: Backend, root: Path) -> Compactor:

@@ -13,13 +13,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from kcode.agent.approvals import Approvals
+from kcode.agent.approvals import ApprovalMode, Approvals
 from kcode.agent.conversation import Conversation
 from kcode.agent.events import Event
 from kcode.agent.loop import Agent
 from kcode.backends.factory import backend_notice, make_backend
 from kcode.commands.agent_setup import budget, compactor, new_conversation
-from kcode.config import ApprovalMode, Settings
+from kcode.config import Settings
 from kcode.errors import KcodeError
 from kcode.messages import user
 from kcode.sessions import SessionRecorder, SessionStore

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from kcode.backends.base import Usage
 from kcode.config import NO_MODEL_MESSAGE, Overrides, Settings, load_settings
 from kcode.errors import ConfigError
 from kcode.profiles import DEFAULT_CONTEXT_WINDOW, Profile
@@ -158,7 +159,7 @@ def test_local_models_need_no_url_or_key(home: Path, model: str, path: str | Non
 
 def test_changing_the_model_drops_prices_kcode_does_not_know(home: Path) -> None:
     profile = load(home, Overrides(model="kimi-k2-turbo-preview"), MOONSHOT_API_KEY="k").profile
-    assert profile.input_price_per_mtok is None and profile.cost_usd(1000, 1000) is None
+    assert profile.input_price_per_mtok is None and profile.pricing is None
     older = load(home, Overrides(model="kimi-k2-0711-preview"), MOONSHOT_API_KEY="k").profile
     assert older.context_window == 131_072 and older.output_price_per_mtok == 2.50
 
@@ -168,13 +169,16 @@ def test_prices_from_the_file_win_and_drive_the_cost(home: Path) -> None:
                        "context_window = 100000\n")
     profile = load(home, MOONSHOT_API_KEY="k").profile
     assert profile.context_window == 100_000 and profile.cached_input_price_per_mtok is None
-    assert profile.cost_usd(2_000_000, 500_000, cached_tokens=1_000_000) == pytest.approx(2.0 + 2.0)
+    assert profile.pricing is not None
+    assert profile.pricing.cost_usd(Usage(2_000_000, 500_000, cached_tokens=1_000_000)) == pytest.approx(2.0 + 2.0)
 
 
 def test_cost_of_a_moonshot_completion_uses_the_cache_price() -> None:
     profile = Profile(name="p", provider="openai", model="m", input_price_per_mtok=0.6,
                       cached_input_price_per_mtok=0.15, output_price_per_mtok=2.5)
-    assert profile.cost_usd(1_000_000, 1_000_000, cached_tokens=400_000) == pytest.approx(0.36 + 0.06 + 2.5)
+    assert profile.pricing is not None
+    usage = Usage(1_000_000, 1_000_000, cached_tokens=400_000)
+    assert profile.pricing.cost_usd(usage) == pytest.approx(0.36 + 0.06 + 2.5)
 
 
 def test_quirks_follow_the_url_unless_the_profile_says(home: Path) -> None:
