@@ -9,6 +9,7 @@ short by a crash is skipped on reading. Ids start with the UTC start time, so so
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,13 +83,15 @@ class SessionStore:
 
     def create(self, workspace: Path, model: str) -> SessionRecorder:
         """Start a new session file (header only) and return the sink that fills it."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # Sessions hold whatever the agent read (secrets included): only their owner may read them.
+        self.directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory.mkdir(exist_ok=True, mode=0o700)
         started = self._clock().astimezone(UTC)
         session_id = f"{started:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         header = {"type": "session", "version": SESSION_FORMAT_VERSION, "id": session_id,
                   "started_at": started.isoformat(), "workspace": str(workspace), "model": model}
         path = self.directory / f"{session_id}.jsonl"
-        with path.open("x", encoding="utf-8") as f:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
             f.write(json.dumps(header, ensure_ascii=False) + "\n")
         return SessionRecorder(session_id, path)
 

@@ -165,6 +165,9 @@ class ChatSession:
                 raise KcodeError(f"no session to resume in {self.options.root}; `kcode sessions` lists them")
             session_id = sessions[0].id
         loaded = self.store.load(session_id)
+        if loaded.info.workspace != str(self.options.root):
+            raise KcodeError(f"session {loaded.info.id} was in {loaded.info.workspace}, not here; resume it there: "
+                             f"kcode chat {loaded.info.workspace} --resume {loaded.info.id}")
         self.agent.conversation = Conversation(loaded.messages)
         self.console.print(f"[dim]Resumed session {loaded.info.id}: {loaded.info.message_count} messages.[/]")
         return self.store.recorder(loaded.info.id)

@@ -81,7 +81,9 @@ class ReplInput:
     def __init__(self, history_path: Path, *, root: Path, commands: Iterable[str] = (),
                  toolbar: Callable[[], str] | None = None, input: Input | None = None,
                  output: Output | None = None) -> None:
-        history_path.parent.mkdir(parents=True, exist_ok=True)
+        history_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not history_path.exists():  # what the user typed may include secrets: owner-only, like the sessions
+            os.close(os.open(history_path, os.O_WRONLY | os.O_CREAT, 0o600))
         self.completer = ChatCompleter(root, [*SLASH_COMMANDS, *commands])
         self.session: PromptSession[str] = PromptSession(
             history=FileHistory(str(history_path)),

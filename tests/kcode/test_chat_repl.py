@@ -160,3 +160,17 @@ def test_slash_commands(repo: Path, tmp_path: Path, openai_server: ScriptedServe
     child.expect(pexpect.EOF)
     sessions = sorted((tmp_path / ".local" / "share" / "kcode" / "sessions").glob("*.jsonl"))
     assert len(sessions) == 2  # /clear started a second one
+
+
+def test_resuming_a_session_of_another_workspace_is_refused(repo: Path, tmp_path: Path,
+                                                            openai_server: ScriptedServer) -> None:
+    from kcode.sessions import SessionStore
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    recorder = SessionStore(tmp_path / ".local" / "share" / "kcode" / "sessions").create(elsewhere.resolve(), "m")
+    child = _spawn([str(repo), "--resume", recorder.id], openai_server, tmp_path)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2
+    assert f"kcode chat {elsewhere.resolve()} --resume {recorder.id}" in child.before.replace("\r\n", "")

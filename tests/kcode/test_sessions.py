@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 import textwrap
@@ -175,3 +176,11 @@ def test_unknown_ambiguous_and_malformed_ids_are_refused(store: SessionStore, tm
 
 def test_listing_a_missing_folder_finds_nothing(tmp_path: Path) -> None:
     assert SessionStore(tmp_path / "none").list() == []
+
+
+def test_session_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "kcode" / "sessions")
+    recorder = store.create(tmp_path, "m")
+    assert stat.S_IMODE(recorder.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.directory.parent.stat().st_mode) == 0o700
