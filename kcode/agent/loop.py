@@ -28,11 +28,14 @@ from kcode.agent.events import (
     TurnEndReason,
 )
 from kcode.agent.limits import Budget
-from kcode.backends.base import Backend, ReasoningDelta, Retrying, TextDelta, ToolCallReady, Usage
+from kcode.backends.base import Backend, Finish, ReasoningDelta, Retrying, TextDelta, ToolCallReady, Usage
 from kcode.errors import BackendError
 from kcode.messages import Message, ToolCall
 from tools.base import ToolResult
 from tools.toolset import Toolset
+
+_CUT_OFF_CALL = ("Not run: your answer reached the token limit and was cut off, so this call's arguments may be "
+                 "incomplete. Make the call again with less in it (write a large file in several edits, say).")
 
 
 class LoopSettingsError(ValueError):
@@ -74,6 +77,7 @@ class Agent:
         self._schemas = toolset.schemas()
         self._streak: tuple[tuple[str, str] | None, int] = (None, 0)
         self._compaction_failed = False
+        self._cut_off = False
 
     def run_turn(self, message: Message) -> TurnEndReason:
         """Add `message` and work until the model answers or submits, or a limit, an error or Ctrl-C stops it.
@@ -104,6 +108,11 @@ class Agent:
                 return exceeded[0]
             self._compact()
             assistant = self._complete()
+            if self._cut_off:
+                self.emit(Notice("The model's answer reached its token limit and was cut off."))
+                if assistant.tool_calls:  # their arguments may be incomplete: never run them
+                    self._answer_unanswered(_CUT_OFF_CALL)
+                    continue
             if not assistant.tool_calls:
                 return "answered"
             for call in assistant.tool_calls:
@@ -134,6 +143,7 @@ class Agent:
         prompt_estimate = context_tokens(self.conversation, self._schemas)
         text: list[str] = []
         calls: list[ToolCall] = []
+        self._cut_off = False
         usage: Usage | None = None
         stream = self.backend.stream(self.conversation.messages, self._schemas,
                                      max_tokens=self.settings.max_completion_tokens)
@@ -151,6 +161,8 @@ class Agent:
                     calls.append(event.call)
                 elif isinstance(event, Usage):
                     usage = event
+                elif isinstance(event, Finish):
+                    self._cut_off = event.reason == "length"
         finally:
             close = getattr(stream, "close", None)  # cancels the request when we stop early
             if close is not None:

@@ -18,6 +18,7 @@ from kcode.agent.events import (
     CompletionRetrying,
     Event,
     MessageAdded,
+    Notice,
     ToolCallFinished,
     ToolCallStarted,
     TurnEnded,
@@ -29,6 +30,7 @@ from kcode.backends.base import Finish, ReasoningDelta, Retrying, TextDelta, Too
 from kcode.errors import BackendError
 from kcode.messages import Message, ToolCall, system, user
 from tests.kcode.scripted import (
+    USAGE,
     CtrlCTool,
     FakeClock,
     ScriptedBackend,
@@ -375,3 +377,21 @@ def test_pricing_set_midway_starts_counting_and_an_unpriced_model_makes_cost_unk
     assert budget.exceeded() is not None and budget.exceeded()[0] == "cost_limit"
     budget.set_pricing(None)
     assert budget.cost_usd is None
+
+
+def test_calls_cut_off_by_the_token_limit_are_not_run_and_the_model_is_told(root: Path) -> None:
+    cut = [*calls(create("big.py", "x = 1\n"))[:-1], Finish("length")]
+    agent, backend, events = make_agent(root, [cut, answer("I will write it in parts.")])
+
+    assert agent.run_turn(user("write a big file")) == "answered"
+
+    assert not (root / "big.py").exists()
+    told = backend.requests[1].messages[-1]
+    assert told.role == "tool" and "cut off" in told.content
+    assert any(isinstance(e, Notice) and "token limit" in e.message for e in events)
+
+
+def test_an_answer_cut_off_by_the_token_limit_is_reported(root: Path) -> None:
+    agent, _, events = make_agent(root, [[TextDelta("The long answer sto"), USAGE, Finish("length")]])
+    assert agent.run_turn(user("explain")) == "answered"
+    assert any(isinstance(e, Notice) and "cut off" in e.message for e in events)
