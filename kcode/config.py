@@ -92,6 +92,13 @@ class Settings:
     request_timeout_s: float = 300.0
     """Longest wait for the next byte of a model response before the try counts as failed."""
 
+    def secret_variables(self) -> frozenset[str]:
+        """Environment variables holding model API keys: the agent's shell must not see them."""
+        names = {"KCODE_API_KEY", "MOONSHOT_API_KEY", "OPENAI_API_KEY"}
+        if self.profile.api_key_env:
+            names.add(self.profile.api_key_env)
+        return frozenset(names)
+
     def tool_settings(self) -> ToolSettings:
         """The tools' limits as configured here (the rest keep the tools' own defaults)."""
         return ToolSettings(max_output_chars=self.max_output_chars, bash_timeout_s=self.bash_timeout_s,

@@ -6,7 +6,6 @@ import secrets
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from tools.base import ToolResult
@@ -32,8 +31,8 @@ class BashTool:
         stem = f"bash-{secrets.token_hex(3)}"  # unique per session, in case two clamps share a spill directory
         self.session = BashSession(workspace.root, new_output_path=lambda: clamp.new_spill_path(stem),
                                    env=env, clock=clock, max_output_bytes=max_output_bytes)
-        room = max(200, clamp.settings.max_output_chars - _STATUS_ROOM_CHARS)
-        self._clamp = OutputClamp(replace(clamp.settings, max_output_chars=room), clamp.spill_dir)
+        reserve = min(_STATUS_ROOM_CHARS, clamp.settings.max_output_chars // 2)
+        self._clamp = OutputClamp(clamp.settings, clamp.spill_dir, reserve_chars=reserve)
         default_s, max_s = _seconds(settings.bash_timeout_s), _seconds(settings.max_bash_timeout_s)
         self.description = (
             "Run a bash command and get its output (stdout and stderr together) and exit code. The shell "
@@ -104,7 +103,7 @@ class BashTool:
         except FileNotFoundError:
             return "", False
         body = self._clamp.file(path)
-        kept = size > self._clamp.settings.max_output_chars
+        kept = size > self._clamp.limit_chars
         if not kept:
             path.unlink(missing_ok=True)
         return body, kept

@@ -10,6 +10,7 @@ import codecs
 import itertools
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -17,14 +18,29 @@ from pathlib import Path
 from tools.settings import ToolSettings
 
 _CHUNK_BYTES = 1 << 20
+_MARKER_ROOM_CHARS = 300
+"""Room beside the spill directory's name for the marker's words, counts and file name, and some head and tail."""
 
 
 class OutputClamp:
-    """Clamps text (or a file already on disk) to the configured size, spilling the whole to `spill_dir`."""
+    """Clamps text (or a file already on disk) to at most `limit_chars`, spilling the whole to `spill_dir`.
 
-    def __init__(self, settings: ToolSettings, spill_dir: Path | None = None) -> None:
+    A clamp that made its own spill directory removes it on `close`; one it was given is the caller's.
+    """
+
+    def __init__(self, settings: ToolSettings, spill_dir: Path | None = None, *, reserve_chars: int = 0) -> None:
+        """`reserve_chars` stay free under `settings.max_output_chars` for a line the caller appends."""
         self.settings = settings
-        self.spill_dir = Path(spill_dir) if spill_dir else Path(tempfile.mkdtemp(prefix="kcode-outputs-"))
+        self.limit_chars = settings.max_output_chars - reserve_chars
+        if not 0 <= reserve_chars <= settings.max_output_chars // 2:
+            raise ValueError(f"reserve_chars must lie between 0 and half of max_output_chars "
+                             f"({settings.max_output_chars // 2}), got {reserve_chars}")
+        self._owns_spill_dir = spill_dir is None
+        self.spill_dir = Path(tempfile.mkdtemp(prefix="kcode-outputs-")) if spill_dir is None else Path(spill_dir)
+        if len(str(self.spill_dir)) > self.limit_chars - _MARKER_ROOM_CHARS:
+            raise ValueError(f"spill directory {self.spill_dir} is too long to name in a clamped output of "
+                             f"{self.limit_chars} characters; use a path of at most "
+                             f"{self.limit_chars - _MARKER_ROOM_CHARS} characters")
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
@@ -36,38 +52,52 @@ class OutputClamp:
             index = next(self._counter)
         return self.spill_dir / f"{stem}-{self._token}-{index:05d}.txt"
 
+    def close(self) -> None:
+        """Remove the spill directory with every saved output, if this clamp made it."""
+        if self._owns_spill_dir:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+
     def text(self, text: str) -> str:
         """`text` itself when it fits; otherwise head, marker and tail, with the whole saved to a file."""
-        if len(text) <= self.settings.max_output_chars:
+        if len(text) <= self.limit_chars:
             return text
         path = self.new_spill_path()
         path.write_text(text, encoding="utf-8")
-        return self._join(text[: self._head_budget()], text[-self._tail_budget():],
-                          total_chars=len(text), total_lines=_count_lines(text), path=path)
+        total_lines = _count_lines(text)
+        head_chars, tail_chars = self._budgets(len(text), total_lines, path)
+        return self._join(text[:head_chars], text[len(text) - tail_chars:],
+                          total_chars=len(text), total_lines=total_lines, path=path)
 
     def file(self, path: Path) -> str:
         """Like `text`, for output already in a file; reads only the head, the tail and a streaming count."""
         total_chars, total_lines = _measure(path)
-        if total_chars <= self.settings.max_output_chars:
+        if total_chars <= self.limit_chars:
             return path.read_bytes().decode("utf-8", errors="replace")
-        head = _read_head(path, self._head_budget())
-        tail = _read_tail(path, self._tail_budget())
-        return self._join(head, tail, total_chars=total_chars, total_lines=total_lines, path=path)
+        head_chars, tail_chars = self._budgets(total_chars, total_lines, path)
+        return self._join(_read_head(path, head_chars), _read_tail(path, tail_chars),
+                          total_chars=total_chars, total_lines=total_lines, path=path)
 
-    def _head_budget(self) -> int:
-        return int(self.settings.max_output_chars * self.settings.head_fraction) - 150
+    def _budgets(self, total_chars: int, total_lines: int, path: Path) -> tuple[int, int]:
+        """Characters of head and of tail, leaving room for the marker and the two line breaks around it.
 
-    def _tail_budget(self) -> int:
-        return self.settings.max_output_chars - int(self.settings.max_output_chars * self.settings.head_fraction) - 150
+        The marker is measured with the totals in place of the omitted counts: those are never larger, so the
+        real marker is never longer. The spill directory's length check in `__init__` leaves room for both.
+        """
+        room = self.limit_chars - len(_marker(total_lines, total_chars, total_lines, path)) - 2
+        head = max(int(room * self.settings.head_fraction), 1)
+        return head, max(room - head, 1)
 
     def _join(self, head: str, tail: str, *, total_chars: int, total_lines: int, path: Path) -> str:
         head, tail = _snap_head(head), _snap_tail(tail)
         omitted_chars = total_chars - len(head) - len(tail)
         omitted_lines = max(total_lines - _count_lines(head) - _count_lines(tail), 0)
-        marker = (f"[... {omitted_lines:,} lines ({omitted_chars:,} characters) left out of "
-                  f"{total_lines:,} lines; the whole output is saved in {path} ...]")
         separator = "" if head.endswith("\n") else "\n"
-        return f"{head}{separator}{marker}\n{tail}"
+        return f"{head}{separator}{_marker(omitted_lines, omitted_chars, total_lines, path)}\n{tail}"
+
+
+def _marker(omitted_lines: int, omitted_chars: int, total_lines: int, path: Path) -> str:
+    return (f"[... {omitted_lines:,} lines ({omitted_chars:,} characters) left out of "
+            f"{total_lines:,} lines; the whole output is saved in {path} ...]")
 
 
 def _count_lines(text: str) -> int:

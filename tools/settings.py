@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MIN_OUTPUT_CHARS = 1_000
+"""Below this a clamped output is mostly its marker line, leaving the model almost nothing to read."""
+
 
 @dataclass(frozen=True)
 class ToolSettings:
@@ -29,8 +32,8 @@ class ToolSettings:
     """Let the editor and search touch paths outside the workspace root."""
 
     def __post_init__(self) -> None:
-        if self.max_output_chars < 200:
-            raise ValueError(f"max_output_chars must be at least 200, got {self.max_output_chars}")
+        if self.max_output_chars < MIN_OUTPUT_CHARS:
+            raise ValueError(f"max_output_chars must be at least {MIN_OUTPUT_CHARS:,}, got {self.max_output_chars}")
         if not 0.0 < self.head_fraction < 1.0:
             raise ValueError(f"head_fraction must lie strictly between 0 and 1, got {self.head_fraction}")
         for name in ("bash_timeout_s", "max_bash_timeout_s", "view_window_lines", "max_line_chars",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from tools.base import Tool
@@ -16,20 +18,31 @@ from tools.workspace import Workspace
 
 
 def standard_toolset(root: Path, settings: ToolSettings | None = None, *, submit: bool = False,
-                     spill_dir: Path | None = None) -> Toolset:
+                     spill_dir: Path | None = None, hidden_env: Iterable[str] = ()) -> Toolset:
     """Tools confined to `root`; outputs cut by the clamp are saved in `spill_dir`, which the editor may view.
 
-    Close the toolset (or use it in `with`) to end its bash session.
+    The bash session inherits this process's environment less the variables named in `hidden_env`
+    (API keys: the model must not read them). Without `spill_dir` the clamp makes a temporary one.
+    Close the toolset (or use it in `with`) to end its bash session and remove a temporary spill directory.
     """
+    if isinstance(hidden_env, str):
+        raise ValueError(f"hidden_env takes names of variables, not one string: pass [{hidden_env!r}]")
     settings = settings or ToolSettings()
+    hidden = set(hidden_env)
+    env = {name: value for name, value in os.environ.items() if name not in hidden}
     clamp = OutputClamp(settings, spill_dir)
-    workspace = Workspace(root, readable_roots=(clamp.spill_dir,), allow_outside=settings.allow_outside_workspace)
-    tools: list[Tool] = [
-        BashTool(workspace, settings, clamp),
-        EditorTool(workspace, settings),
-        SearchTextTool(workspace, settings),
-        FindFilesTool(workspace, settings),
-    ]
+    try:
+        workspace = Workspace(root, readable_roots=(clamp.spill_dir,),
+                              allow_outside=settings.allow_outside_workspace)
+        tools: list[Tool] = [
+            BashTool(workspace, settings, clamp, env=env),
+            EditorTool(workspace, settings),
+            SearchTextTool(workspace, settings),
+            FindFilesTool(workspace, settings),
+        ]
+    except BaseException:
+        clamp.close()  # a temporary spill directory must not outlive a toolset that was never made
+        raise
     if submit:
         tools.append(SubmitTool())
     return Toolset(tools, clamp)

@@ -45,11 +45,12 @@ class Toolset:
         ]
 
     def close(self) -> None:
-        """Release what the tools hold (the bash session's processes, above all)."""
+        """Release what the tools hold (the bash session's processes, above all), then the clamp's spill directory."""
         for tool in self._tools.values():
             close = getattr(tool, "close", None)
             if callable(close):
                 close()
+        self.clamp.close()
 
     def __enter__(self) -> Toolset:
         return self

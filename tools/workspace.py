@@ -31,7 +31,7 @@ class Workspace:
 
     def resolve(self, path: str | Path, *, write: bool = False) -> Path:
         """The real absolute path for `path`, or PathOutsideWorkspace naming where it leads."""
-        candidate = Path(path).expanduser()
+        candidate = _expand_home(os.fspath(path))
         if not candidate.is_absolute():
             candidate = self.root / candidate
         real = Path(os.path.realpath(candidate))
@@ -47,3 +47,13 @@ class Workspace:
     def display(self, path: Path) -> str:
         """`path` as the model should see it: relative to the root when inside it."""
         return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
+
+
+def _expand_home(path: str) -> Path:
+    """`~` and `~/...` name the home directory; `~notes.txt`, `~$x.docx` and `./~` are ordinary file names.
+
+    `Path.expanduser` would read `~notes.txt` as user `notes`'s home, and raise when there is no such user.
+    """
+    if path == "~" or path.startswith("~/"):
+        return Path(os.path.expanduser(path))
+    return Path(path)

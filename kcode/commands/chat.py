@@ -187,5 +187,5 @@ class ChatSession:
 def run_chat(settings: Settings, options: ChatOptions, reload: Callable[[str], Settings],
              console: Console | None = None) -> None:
     console = console or Console(highlight=False)  # no guessing colours into paths and numbers
-    with standard_toolset(options.root, settings.tool_settings()) as toolset:
+    with standard_toolset(options.root, settings.tool_settings(), hidden_env=settings.secret_variables()) as toolset:
         ChatSession(settings, options, console, toolset, reload).run()

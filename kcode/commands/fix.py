@@ -73,7 +73,8 @@ def run_fix(settings: Settings, options: FixOptions, *, stdout: TextIO = sys.std
         sinks.append(TrajectoryWriter(options.trajectory, {"task": options.task, "model": settings.profile.model,
                                                            "workspace": str(options.root)}))
     with WorkspaceSnapshot.take(options.root) as snapshot, \
-            standard_toolset(options.root, settings.tool_settings(), submit=True) as toolset:
+            standard_toolset(options.root, settings.tool_settings(), submit=True,
+                             hidden_env=settings.secret_variables()) as toolset:
         agent = Agent(backend, toolset, _fan_out(sinks), conversation=new_conversation(options.root, toolset),
                       budget=budget(settings, max_steps=options.max_steps),
                       approvals=headless_approvals(options.allow_commands),

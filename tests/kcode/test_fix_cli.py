@@ -224,3 +224,14 @@ def test_a_token_limit_from_the_environment_exits_4(repo: Path, tmp_path: Path,
     assert done.returncode == 4
     assert "240 tokens (the limit is 150)" in done.stderr
     assert len(openai_server.chat_requests) == 2  # 120 tokens after the first call: still under the limit
+
+
+def test_the_agents_shell_never_sees_the_api_key(repo: Path, tmp_path: Path, openai_server: ScriptedServer) -> None:
+    openai_server.add(Reply(tool_calls=(ScriptedCall("bash", json.dumps({"command": "env"})),)),
+                      Reply(tool_calls=(SUBMIT,)))
+    done = _kcode(["fix", str(repo), "--task", "show env", "--yes"], openai_server, tmp_path,
+                  MOONSHOT_API_KEY="sk-moonshot-secret", VISIBLE_SETTING="still-here")
+    assert done.returncode == 1, done.stderr
+    shown = openai_server.chat_requests[1].body["messages"][-1]["content"]
+    assert "VISIBLE_SETTING=still-here" in shown
+    assert "test-key" not in shown and "sk-moonshot-secret" not in shown

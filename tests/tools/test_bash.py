@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,13 @@ def alive(pid: int) -> bool:
     return stat.rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
 
 
-def wait_until(condition: Any, timeout_s: float = 5.0) -> bool:
+def wait_until(condition: Callable[[], object], timeout_s: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return True
         time.sleep(0.02)
-    return condition()
+    return bool(condition())
 
 
 class Harness:
@@ -113,6 +113,19 @@ def test_output_flood_is_clamped_to_a_saved_file_without_using_memory(bash: Harn
     assert result.output.count("left out of") == 1  # the toolset did not clamp a second time
     assert result.output.startswith("y\ny\n") and result.output.endswith("y\ndone\n")
     assert len(result.output) <= bash.clamp.settings.max_output_chars
+
+
+def test_at_the_smallest_limit_output_and_status_line_fit_with_one_clamp(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
+    harness = Harness(tmp_path / "ws", tmp_path / "spill", max_output_chars=1_000)
+    try:
+        result = harness("seq 1 100000; (exit 4)")
+    finally:
+        harness.tool.close()
+    assert len(result.output) <= 1_000
+    assert result.output.endswith("100000\n[exit code 4]")
+    assert result.output.count("left out of") == 1
+    assert Path(result.data["output_file"]).read_text().splitlines()[-1] == "100000"
 
 
 def test_small_outputs_leave_no_files_behind(bash: Harness, tmp_path: Path) -> None:

@@ -444,6 +444,19 @@ def test_outside_paths_are_allowed_when_the_settings_say_so(root: Path) -> None:
     assert not result.is_error and outside.read_text() == "b\n"
 
 
+@pytest.mark.parametrize("name", ["~notes.txt", "~$x.docx"])
+def test_a_file_whose_name_starts_with_a_tilde_is_viewed_and_edited(root: Path, name: str) -> None:
+    (root / name).write_text("draft\n")
+    editor = make_editor(root)
+    viewed = run(editor, command="view", path=name)
+    assert not viewed.is_error and "     1\tdraft" in viewed.output
+    edited = run(editor, command="str_replace", path=name, old_str="draft", new_str="final")
+    assert not edited.is_error and edited.data["path"] == name
+    assert (root / name).read_text() == "final\n"
+    created = run(editor, command="create", path=f"sub/{name}", file_text="new\n")
+    assert not created.is_error and (root / "sub" / name).read_text() == "new\n"
+
+
 def test_a_symlink_inside_the_workspace_is_edited_through(root: Path) -> None:
     (root / "real.txt").write_text("a\n")
     (root / "alias.txt").symlink_to("real.txt")

@@ -48,7 +48,7 @@ class WriteTool:
 
 @pytest.fixture
 def toolset(tmp_path: Path) -> Toolset:
-    clamp = OutputClamp(ToolSettings(max_output_chars=500), spill_dir=tmp_path / "spill")
+    clamp = OutputClamp(ToolSettings(max_output_chars=1_000), spill_dir=tmp_path / "spill")
     return Toolset([WriteTool(tmp_path), SubmitTool()], clamp)
 
 
@@ -114,7 +114,7 @@ def test_internal_errors_keep_the_traceback_for_the_ui(toolset: Toolset) -> None
 
 def test_every_result_is_clamped(toolset: Toolset) -> None:
     result = toolset.dispatch("write", {"path": "big", "text": "0123456789\n", "count": 1000})
-    assert len(result.output) <= 500
+    assert len(result.output) <= 1_000
     assert "the whole output is saved in" in result.output
 
 
@@ -135,3 +135,17 @@ def test_two_tools_with_one_name_are_refused(tmp_path: Path) -> None:
     clamp = OutputClamp(ToolSettings(), spill_dir=tmp_path)
     with pytest.raises(ValueError, match="two tools are named 'submit'"):
         Toolset([SubmitTool(), SubmitTool()], clamp)
+
+
+def test_close_removes_the_spill_directory_the_clamp_made(tmp_path: Path) -> None:
+    with Toolset([WriteTool(tmp_path)], OutputClamp(ToolSettings(max_output_chars=1_000))) as toolset:
+        result = toolset.dispatch("write", {"path": "big", "text": "0123456789\n", "count": 1000})
+        saved = Path(result.output.split("the whole output is saved in ")[1].split(" ...]")[0])
+        assert saved.parent == toolset.clamp.spill_dir and saved.is_file()
+    assert not toolset.clamp.spill_dir.exists()
+
+
+def test_close_leaves_a_spill_directory_the_caller_gave(toolset: Toolset, tmp_path: Path) -> None:
+    toolset.dispatch("write", {"path": "big", "text": "0123456789\n", "count": 1000})
+    toolset.close()
+    assert [p.read_text() for p in (tmp_path / "spill").iterdir()] == ["0123456789\n" * 1000]

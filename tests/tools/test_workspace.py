@@ -62,3 +62,15 @@ def test_display_is_relative_inside_and_absolute_outside(layout: tuple[Path, Pat
 def test_a_root_that_is_not_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is not a directory"):
         Workspace(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(("path", "inside"), [("~notes.txt", "~notes.txt"), ("~$x.docx", "~$x.docx"),
+                                             ("sub/~", "sub/~"), ("./~", "~"), ("./~/a", "~/a")])
+def test_a_tilde_not_leading_the_path_is_an_ordinary_character(tmp_path: Path, path: str, inside: str) -> None:
+    assert Workspace(tmp_path).resolve(path, write=True) == tmp_path.resolve() / inside
+
+
+def test_a_leading_tilde_slash_still_means_the_home_directory(tmp_path: Path) -> None:
+    home = Path(os.path.realpath(os.path.expanduser("~")))
+    assert Workspace(tmp_path, allow_outside=True).resolve("~/notes.txt") == home / "notes.txt"
+    assert Workspace(tmp_path, allow_outside=True).resolve("~") == home
