@@ -149,11 +149,19 @@ class ModelConfig:
 
     @property
     def rope_amplitude(self) -> float:
-        """Factor on cos/sin; 1.0 unless `mscale` and `mscale_all_dim` differ (as in DeepSeek-V2's YaRN)."""
+        """Factor on cos/sin (YaRN's attention factor), as transformers' `_compute_yarn_parameters` computes it.
+
+        With both `mscale` and `mscale_all_dim` set it is the ratio of their `0.1*m*ln(factor)+1` terms: 1.0
+        when they are equal, as in K2, whose softmax scale carries the correction instead. With
+        `mscale_all_dim` absent or 0 the softmax is left alone and cos/sin carry the paper's `0.1*ln(factor)+1`
+        (1.3466 for factor 32); a lone `mscale` is ignored there, as transformers ignores it.
+        """
         yarn = self.rope_scaling
-        if yarn is None or not (yarn.mscale and yarn.mscale_all_dim):
+        if yarn is None:
             return 1.0
-        return _yarn_mscale(yarn.factor, yarn.mscale) / _yarn_mscale(yarn.factor, yarn.mscale_all_dim)
+        if yarn.mscale and yarn.mscale_all_dim:
+            return _yarn_mscale(yarn.factor, yarn.mscale) / _yarn_mscale(yarn.factor, yarn.mscale_all_dim)
+        return _yarn_mscale(yarn.factor, 1.0)
 
     @classmethod
     def from_hf(cls, raw: Mapping[str, Any]) -> ModelConfig:

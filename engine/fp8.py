@@ -1,8 +1,11 @@
-"""Block fp8 (e4m3) quantisation in plain torch: the reference the GPU kernels are checked against.
+"""Block fp8 (e4m3) quantisation in plain torch.
 
 Checkpoint weights `[N, K]` carry one fp32 `weight_scale_inv` per (128 x 128) block, shape
-`[ceil(N/128), ceil(K/128)]`; edge blocks are ragged (`kv_a_proj_with_mqa` is 576 x 7168). Activations are
-quantised on the fly, one scale per token per 128 channels (`activation_scheme: dynamic`).
+`[ceil(N/128), ceil(K/128)]`; edge blocks are ragged (`kv_a_proj_with_mqa` is 576 x 7168). The model uses
+`dequantize_block_fp8` only: its `Fp8Linear` keeps weights in fp8 and dequantises them on the fly
+(weight-only), with activations in the compute dtype. The activation quantisation (`activation_scheme:
+dynamic`, one scale per token per 128 channels) and `fp8_block_matmul` are not used by the model yet: they are
+the reference that a later GPU fp8 GEMM kernel, which does not exist yet, will be checked against.
 """
 
 from __future__ import annotations
@@ -93,7 +96,8 @@ def fp8_block_matmul(
     """`x @ W.T` as a dynamic-activation fp8 GEMM computes it, returned in x's dtype.
 
     The activations are quantised per token per `block[1]` channels, both operands are dequantised and the
-    product accumulates in fp32: the reference the Triton GEMM is checked against.
+    product accumulates in fp32. Nothing calls it yet: it is the reference a later GPU fp8 GEMM kernel will be
+    checked against (`Fp8Linear` dequantises only the weight).
     """
     if x.shape[-1] != w_fp8.shape[1]:
         raise Fp8ShapeError(f"x has {x.shape[-1]} channels but the weight takes {w_fp8.shape[1]}")

@@ -161,11 +161,14 @@ def generate_tokens(
     *,
     eos_ids: frozenset[int],
     max_model_len: int,
+    sampled_vocab: int | None = None,
 ) -> Iterator[list[TokenEvent]]:
     """Checks the requests now, then yields each step's events, one per sequence still live at that step.
 
     A sequence's budget is its `max_tokens`, cut to what the context (`max_model_len`) leaves after its
-    prompt; running out of either is finish reason "length".
+    prompt; running out of either is finish reason "length". Ids at or above `sampled_vocab` get -inf
+    logits before the logits processors run, so a model vocabulary padded past its tokenizer's never yields
+    an id the tokenizer cannot decode (None: every id of the model may be sampled).
     """
     check_requests(requests, vocab_size=model.config.vocab_size, max_model_len=max_model_len)
     device = model.lm_head.weight.device
@@ -180,11 +183,11 @@ def generate_tokens(
         )
         for i, (r, watcher) in enumerate(zip(requests, watchers, strict=True))
     ]
-    return _steps(model, [r.prompt_token_ids for r in requests], sequences)
+    return _steps(model, [r.prompt_token_ids for r in requests], sequences, sampled_vocab)
 
 
 def _steps(
-    model: DeepseekV3ForCausalLM, prompts: list[tuple[int, ...]], sequences: list[_Sequence]
+    model: DeepseekV3ForCausalLM, prompts: list[tuple[int, ...]], sequences: list[_Sequence], sampled_vocab: int | None
 ) -> Iterator[list[TokenEvent]]:
     # The last sampled token is never fed back, so the cache needs one slot less than prompt + budget.
     capacity = max(map(len, prompts)) + max(s.budget for s in sequences) - 1
@@ -196,7 +199,7 @@ def _steps(
     live = sequences  # one per row of the batch, in row order
     while True:
         with torch.inference_mode():
-            tokens = _next_tokens(logits, live)
+            tokens = _next_tokens(logits, live, sampled_vocab)
         events = [seq.append(token) for seq, token in zip(live, tokens, strict=True)]
         yield events
         keep = [row for row, event in enumerate(events) if event.finish_reason is None]
@@ -223,7 +226,9 @@ def _prefill(model: DeepseekV3ForCausalLM, prompts: list[tuple[int, ...]], cache
     return model(ids, positions_from_mask(mask), attention_mask=mask, cache=cache, logits_index=last)
 
 
-def _next_tokens(logits: torch.Tensor, live: list[_Sequence]) -> list[int]:
+def _next_tokens(logits: torch.Tensor, live: list[_Sequence], sampled_vocab: int | None) -> list[int]:
+    if sampled_vocab is not None:
+        logits[:, sampled_vocab:] = float("-inf")
     for row, seq in enumerate(live):
         for processor in seq.params.logits_processors:
             logits[row] = processor(seq.output, logits[row])

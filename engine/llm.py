@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,12 +28,27 @@ import torch
 
 from engine.chat_format import render_ids
 from engine.errors import CheckpointError, ModelInputError, SamplingParamsError
-from engine.generate import FinishReason, Request, StopStrings, TextOutput, TokenEvent, generate_tokens
-from engine.loader import load_model
+from engine.generate import (
+    FinishReason,
+    OutputWatcher,
+    Request,
+    StopStrings,
+    TextOutput,
+    TokenEvent,
+    generate_tokens,
+)
+from engine.loader import load_config, load_model
 from engine.models.deepseek_v3 import AttentionForm, MoeForm
 from engine.sampling import SamplingParams
 from engine.tokenizer import Tokenizer
-from engine.tool_calls import ArgumentsDelta, ContentDelta, ParseEvent, ToolCallParser, ToolCallStart
+from engine.tool_calls import (
+    ArgumentsDelta,
+    ContentDelta,
+    ParsedMessage,
+    ParseEvent,
+    ToolCallParser,
+    ToolCallStart,
+)
 
 Prompt = str | Sequence[int]
 ChatFinishReason = Literal["stop", "length", "tool_calls"]
@@ -88,12 +103,9 @@ class LLM:
         max_model_len: int | None = None,
     ) -> None:
         """`max_model_len` caps prompt plus output (default: the config's `max_position_embeddings`)."""
-        root = Path(path)
+        root, torch_dtype = Path(path), _torch_dtype(dtype)
         self.tokenizer = Tokenizer.from_dir(root)
-        self.model = load_model(
-            root, dtype=_torch_dtype(dtype), device=device, keep_fp8=keep_fp8, attention=attention, moe=moe
-        )
-        config = self.model.config
+        config = load_config(root)  # everything checkable is checked before the weights load, which can take hours
         if self.tokenizer.vocab_size > config.vocab_size:
             raise CheckpointError(
                 f"the tokenizer in {root} has {self.tokenizer.vocab_size} ids, the model only {config.vocab_size}"
@@ -103,6 +115,7 @@ class LLM:
                 f"max_model_len must be in 2..{config.max_position_embeddings} (max_position_embeddings), "
                 f"got {max_model_len}"
             )
+        self.model = load_model(root, dtype=torch_dtype, device=device, keep_fp8=keep_fp8, attention=attention, moe=moe)
         self.max_model_len = max_model_len or config.max_position_embeddings
         self.path = root
         self.model_name = root.name
@@ -128,7 +141,7 @@ class LLM:
         texts = [TextOutput(self.tokenizer, p) for p in params]
         finals: dict[int, tuple[FinishReason, int | str | None]] = {}
         outputs: list[list[int]] = [[] for _ in batch]
-        steps = generate_tokens(self.model, requests, texts, eos_ids=self.eos_ids, max_model_len=self.max_model_len)
+        steps = self._generate_tokens(requests, texts)
         for step in steps:
             for event in step:
                 outputs[event.index].append(event.token_id)
@@ -158,7 +171,7 @@ class LLM:
         for _ in run.advance():
             pass
         reason = run.finish()
-        choice = {"index": 0, "message": run.output.message(), "logprobs": None, "finish_reason": reason}
+        choice = {"index": 0, "message": run.message().to_openai(), "logprobs": None, "finish_reason": reason}
         return {
             **run.header("chat.completion"),
             "choices": [_with_problems(choice, run.output.problems)],
@@ -198,10 +211,21 @@ class LLM:
         params = _params_list(sampling_params, 1)[0]
         prompt = tuple(render_ids(self.tokenizer, messages, tools))
         output = _ChatOutput(self.tokenizer, params)
-        steps = generate_tokens(
-            self.model, [Request(prompt, params)], [output], eos_ids=self.eos_ids, max_model_len=self.max_model_len
-        )
+        steps = self._generate_tokens([Request(prompt, params)], [output])
         return _ChatRun(self.model_name, prompt, output, steps)
+
+    def _generate_tokens(
+        self, requests: Sequence[Request], watchers: Sequence[OutputWatcher]
+    ) -> Iterator[list[TokenEvent]]:
+        """Only ids the tokenizer can decode are sampled, should the model's vocabulary be padded past it."""
+        return generate_tokens(
+            self.model,
+            requests,
+            watchers,
+            eos_ids=self.eos_ids,
+            max_model_len=self.max_model_len,
+            sampled_vocab=self.tokenizer.vocab_size,
+        )
 
 
 class _ChatOutput:
@@ -231,13 +255,10 @@ class _ChatOutput:
     def problems(self) -> tuple[str, ...]:
         return self._parser.message.problems
 
-    def message(self) -> dict[str, Any]:
-        parsed = self._parser.message
-        message: dict[str, Any] = {"role": "assistant", "content": self.content}
-        if parsed.tool_calls:
-            message["content"] = self.content or None
-            message["tool_calls"] = [call.to_openai() for call in parsed.tool_calls]
-        return message
+    def message(self, *, cut_off: bool) -> ParsedMessage:
+        """The parsed message with the content stop strings left; it stopped unless `cut_off` by the budget
+        (a stop string stops it too, which the parser, seeing only stop ids, cannot know)."""
+        return replace(self._parser.message, content=self.content, stopped=not cut_off)
 
     def _take(self, events: list[ParseEvent]) -> None:
         for event in events:
@@ -283,9 +304,10 @@ class _ChatRun:
 
     def finish(self) -> ChatFinishReason:
         self.output.finish()
-        if self._cut_off:
-            return "length"
-        return "tool_calls" if "tool_calls" in self.output.message() else "stop"
+        return self.message().finish_reason
+
+    def message(self) -> ParsedMessage:
+        return self.output.message(cut_off=self._cut_off)
 
     def header(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model_name}

@@ -1,11 +1,12 @@
 """Load a safetensors checkpoint (one file or sharded, bf16/fp16/fp32 or block fp8) into the model.
 
 Files are memory-mapped with `safe_open` and copied tensor by tensor into parameters allocated once, so the
-checkpoint is never held twice. Block-fp8 weights are either kept with their scales (`keep_fp8`, for the GPU
-path) or dequantised into the requested dtype, with the block size from `quantization_config` (not inferred
-from the scale grid, which gets ragged edges wrong). Multi-token-prediction layers and rotary buffers that
-some checkpoints carry are skipped; anything else missing, unexpected or mis-shaped is an error naming the
-tensor and its file.
+checkpoint is never held twice. Block-fp8 weights are either kept with their scales (`keep_fp8`: half of
+bf16's memory, each weight dequantised whenever it is used) or dequantised once into the requested dtype,
+with the block size from `quantization_config` (not inferred from the scale grid, which gets ragged edges
+wrong). Multi-token-prediction layers and rotary buffers that some checkpoints carry are skipped, and so is
+the `lm_head.weight` of a tied checkpoint once it is found equal to the embedding; anything else missing,
+unexpected, mis-shaped or contradictory is an error naming the tensor and its file.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from engine.models.deepseek_v3 import AttentionForm, DeepseekV3ForCausalLM, Mode
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 SCALE_SUFFIX = "_scale_inv"
+TIED_HEAD, TIED_EMBEDDING = "lm_head.weight", "model.embed_tokens.weight"
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 
 
@@ -106,7 +108,7 @@ def _fill(model: DeepseekV3ForCausalLM, root: Path, weight_map: dict[str, str], 
     params = dict(model.named_parameters(remove_duplicate=False))
     expected = set(params)
     if config.tie_word_embeddings:
-        expected.discard("lm_head.weight")  # shares model.embed_tokens.weight
+        expected.discard(TIED_HEAD)  # shares model.embed_tokens.weight
     loaded: set[str] = set()
     with ExitStack() as stack:
         shards = _Shards(root, weight_map, stack)
@@ -115,14 +117,30 @@ def _fill(model: DeepseekV3ForCausalLM, root: Path, weight_map: dict[str, str], 
                 continue
             if name.endswith(SCALE_SUFFIX) and name not in expected and name.removesuffix(SCALE_SUFFIX) in weight_map:
                 continue  # the scale of a weight held dense: used when that weight is dequantised
+            if name == TIED_HEAD and config.tie_word_embeddings:
+                continue  # compared with the embedding once that is loaded
             if name not in expected:
                 raise CheckpointError(f"unexpected tensor {name!r} in {shards.where(name)}")
             _copy(name, _prepared(name, shards, params[name], block), params[name], shards.where(name))
             loaded.add(name)
+        if config.tie_word_embeddings and TIED_HEAD in weight_map and TIED_EMBEDDING in loaded:
+            _check_tied_head(shards, params[TIED_EMBEDDING], block)
     missing = sorted(expected - loaded)
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise CheckpointError(f"tensor {missing[0]!r}{more} missing from the checkpoint in {root}")
+
+
+def _check_tied_head(shards: _Shards, embedding: torch.Tensor, block: tuple[int, int] | None) -> None:
+    """A tied checkpoint may ship its head too; one that differs from the embedding contradicts the config,
+    and either choice would give some logits other than the ones it was trained with."""
+    head = _prepared(TIED_HEAD, shards, embedding, block)
+    _check_shape(TIED_HEAD, head, embedding, shards.where(TIED_HEAD))
+    if not torch.equal(head.to(embedding.dtype), embedding):
+        raise CheckpointError(
+            f"tensor {TIED_HEAD!r} in {shards.where(TIED_HEAD)} differs from {TIED_EMBEDDING!r}, "
+            "but config.json sets tie_word_embeddings"
+        )
 
 
 def _prepared(name: str, shards: _Shards, param: torch.Tensor, block: tuple[int, int] | None) -> torch.Tensor:

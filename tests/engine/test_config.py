@@ -65,6 +65,31 @@ def test_yarn_amplitude_when_mscales_differ() -> None:
     assert config.softmax_scale == pytest.approx(192**-0.5 * (0.05 * ln + 1) ** 2)
 
 
+YARN_32 = {"type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096}
+
+
+@pytest.mark.parametrize(
+    ("extra", "amplitude"),
+    [({}, 0.1 * math.log(32) + 1),  # no mscale_all_dim: the paper's factor on cos/sin, 1.3466
+     ({"mscale": 0.707, "mscale_all_dim": 0}, 0.1 * math.log(32) + 1),  # a lone mscale is ignored
+     ({"mscale": 1.0, "mscale_all_dim": 1.0}, 1.0),  # K2: the softmax scale carries it
+     ({"mscale": 1.0, "mscale_all_dim": 0.5}, (0.1 * math.log(32) + 1) / (0.05 * math.log(32) + 1))],
+)
+def test_yarn_amplitude_is_transformers_attention_factor(extra: dict[str, float], amplitude: float) -> None:
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from tests.engine.conftest import hf_config
+
+    raw = {**K2_0905, "max_position_embeddings": 4096 * 32, "rope_scaling": {**YARN_32, **extra}}
+    del raw["quantization_config"]
+    _, attention_factor = ROPE_INIT_FUNCTIONS["yarn"](hf_config(raw), "cpu")
+    config = ModelConfig.from_hf(raw)
+    assert attention_factor == pytest.approx(amplitude, rel=1e-12)
+    assert config.rope_amplitude == pytest.approx(attention_factor, rel=1e-12)
+    if not extra.get("mscale_all_dim"):
+        assert config.softmax_scale == 192**-0.5
+
+
 def test_transformers_saved_config_reads_like_the_checkpoint_style(tmp_path: Path) -> None:
     """transformers 5 nests rope_theta and the YaRN fields in rope_parameters and drops three fields."""
     from tests.engine.conftest import hf_config

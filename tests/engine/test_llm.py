@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import engine
 from engine import errors
@@ -23,7 +24,8 @@ from engine.llm import LLM
 from engine.loader import CheckpointError
 from engine.sampling import LogitsProcessor, SamplingParams
 from engine.tiny import make_tiny
-from engine.tiny_tokenizer import TINY_VOCAB_SIZE
+from engine.tiny_tokenizer import TINY_VOCAB_SIZE, write_tiny_tokenizer
+from engine.tiny_weights import tiny_config, write_tiny_checkpoint
 from engine.tokenizer import Tokenizer, TokenizerFileError, UnknownTokenError
 
 USER = [{"role": "user", "content": "List the files, please."}]
@@ -162,6 +164,45 @@ def test_bad_arguments_raise_clear_errors(llm: LLM, tmp_path: Path) -> None:
         (weights_only / name).write_bytes((llm.path / name).read_bytes())
     with pytest.raises(TokenizerFileError, match=r"tiktoken.model: not found"):
         LLM(weights_only)
+
+
+def test_ids_past_the_tokenizer_in_a_padded_vocabulary_are_never_sampled(tmp_path: Path) -> None:
+    """The head gives every tokenizer id logit 0 and the 64 padding ids random ones: unmasked, greedy picks
+    a padding id at once and decoding it raises UnknownTokenError."""
+    config = tiny_config("k2", vocab_size=TINY_VOCAB_SIZE) | {"vocab_size": TINY_VOCAB_SIZE + 64}
+    root = write_tiny_checkpoint(tmp_path / "padded", config, dtype="fp32", seed=1)
+    write_tiny_tokenizer(root)
+    tensors = load_file(root / "model.safetensors")
+    tensors["lm_head.weight"][:TINY_VOCAB_SIZE] = 0.0
+    save_file(tensors, root / "model.safetensors")
+    padded = LLM(root, dtype="float32")
+    with torch.no_grad():
+        logits = padded.model(torch.tensor([[5, 6, 7]]), torch.arange(3)[None])[0, -1]
+    assert logits.argmax().item() >= TINY_VOCAB_SIZE
+    for params in (SamplingParams(temperature=0, max_tokens=8), SamplingParams(temperature=1.0, max_tokens=8, seed=3)):
+        out = padded.generate([[5, 6, 7]], params)[0]
+        assert len(out.token_ids) == 8 and max(out.token_ids) < TINY_VOCAB_SIZE
+    reply = padded.chat(USER, sampling_params=SamplingParams(temperature=1.0, max_tokens=8, seed=4))
+    assert reply["usage"]["completion_tokens"] >= 1
+
+
+def test_settings_the_config_rules_out_fail_before_any_weight_is_read(llm: LLM, tmp_path: Path) -> None:
+    """No weights in the directory: a check that ran after loading would report the missing file instead."""
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    for file in llm.path.iterdir():
+        if file.suffix != ".safetensors":
+            (no_weights / file.name).write_bytes(file.read_bytes())
+    with pytest.raises(errors.ModelInputError, match=r"max_model_len must be in 2\.\.8192.*got 9000"):
+        LLM(no_weights, max_model_len=9000)
+    with pytest.raises(errors.ModelInputError, match="dtype must be one of"):
+        LLM(no_weights, dtype="int8")
+    with pytest.raises(CheckpointError, match="has neither"):
+        LLM(no_weights, max_model_len=64)  # settings that pass reach the weights
+    config = json.loads((no_weights / "config.json").read_text())
+    (no_weights / "config.json").write_text(json.dumps(config | {"vocab_size": TINY_VOCAB_SIZE - 256}))
+    with pytest.raises(CheckpointError, match=rf"has {TINY_VOCAB_SIZE} ids, the model only {TINY_VOCAB_SIZE - 256}"):
+        LLM(no_weights)
 
 
 def test_fp8_weights_kept_or_dequantised_at_load_generate_the_same(tmp_path: Path) -> None:

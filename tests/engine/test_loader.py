@@ -134,6 +134,21 @@ def test_tied_embeddings_share_the_embedding_matrix(tmp_path: Path) -> None:
     assert model.lm_head.weight is model.model.embed_tokens.weight
 
 
+def test_tied_checkpoint_may_ship_its_head_but_only_as_a_copy_of_the_embedding(tmp_path: Path) -> None:
+    raw = {**PRESETS["moonlight"], "tie_word_embeddings": True}
+    root = write_tiny_checkpoint(tmp_path, raw, dtype="fp32", vocab_size=VOCAB)
+    plain = _logits(load_model(root, dtype=torch.float32))
+    embedding = load_file(root / "model.safetensors")["model.embed_tokens.weight"]
+    _rewrite(root, {"lm_head.weight": embedding.clone()})
+    model = load_model(root, dtype=torch.float32)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert torch.equal(_logits(model), plain)
+    _rewrite(root, {"lm_head.weight": embedding + 1e-3})
+    with pytest.raises(CheckpointError, match=r"'lm_head\.weight' in .*model\.safetensors differs from "
+                                              r"'model\.embed_tokens\.weight', but config\.json sets tie"):
+        load_model(root, dtype=torch.float32)
+
+
 @pytest.fixture
 def bf16_root(tmp_path: Path) -> Path:
     return write_tiny_checkpoint(tmp_path / "ckpt", "k2", dtype="bf16", vocab_size=VOCAB)
