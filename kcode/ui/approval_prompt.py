@@ -5,6 +5,10 @@
 scripts the answers and nothing is patched. Ctrl-D (EOFError) counts as no; Ctrl-C propagates, so the
 chat can cut the whole turn short. While it asks, the chat renderer's live region is suspended
 through the injected `suspend` context, or its spinner would draw over the question.
+
+Everything the question shows from the call (command, path, edit text, tool name, the "always" scope)
+goes through `visible`, so a carriage return or an escape sequence in it is shown written out and can
+never make the panel show something other than what would run.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from kcode.agent.approvals import ApprovalRequest, Decision
-from kcode.ui.describe import call_summary, printable, proposed_diff
+from kcode.ui.describe import call_summary, proposed_diff, visible
 from kcode.ui.errors import DisplaySettingError
 from kcode.ui.render import render_diff
 
@@ -42,7 +46,7 @@ class TerminalApprover:
         with self.suspend():
             self.console.print()
             self.console.print(self._panel(request))
-            self.console.print(_choices(request.always_scope))
+            self.console.print(_choices(visible(request.always_scope)))
             try:
                 return self._read_answer()
             except EOFError:
@@ -64,23 +68,23 @@ class TerminalApprover:
     def _panel(self, request: ApprovalRequest) -> Panel:
         arguments = request.arguments
         if request.kind == "command" and request.call.name == "bash":
-            body: RenderableType = self._clamped(Text("$ " + printable(str(arguments.get("command", ""))).strip()))
+            body: RenderableType = self._clamped(Text("$ " + visible(str(arguments.get("command", ""))).strip()))
             title = "Run this command?"
         elif request.kind == "command":
             body = Text(call_summary(request.call, 10 * self.console.width))
-            title = f"Run {request.call.name}?"
+            title = f"Run {visible(request.call.name)}?"
         else:
             body = self._edit_body(request)
-            title = f"Apply this {request.call.name} edit?"
+            title = f"Apply this {visible(request.call.name)} edit?"
         return Panel(body, title=Text(title, style="bold"), title_align="left", border_style="yellow",
                      padding=(0, 1))
 
     def _edit_body(self, request: ApprovalRequest) -> RenderableType:
         arguments = request.arguments
         command = str(arguments.get("command", "?"))
-        what = Text.assemble((command, "bold"), " ", str(arguments.get("path", "")))
+        what = Text.assemble((visible(command), "bold"), " ", visible(str(arguments.get("path", ""))))
         if command == "insert":
-            what.append(f" after line {arguments.get('insert_line', '?')}")
+            what.append(f" after line {visible(str(arguments.get('insert_line', '?')))}")
         if command == "create" and arguments.get("overwrite"):
             what.append(" (replacing the existing file)", style="yellow")
         diff = proposed_diff(arguments) if request.call.name == "editor" else []

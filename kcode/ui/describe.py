@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,11 @@ _HUNK_HEADER = re.compile(r"^@@ -\d+(?:,(?P<old>\d+))? \+\d+(?:,(?P<new>\d+))? @
 # Terminal escape sequences and control characters other than tab and newline: a command's coloured
 # output must not repaint the user's screen.
 _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f]")
+# Candidates for `visible` to write out: everything but tab, newline and printable ASCII. Of these,
+# control characters, invisible formatting (bidi overrides, zero-width, tag characters), surrogates and
+# line or paragraph separators are escaped; other non-ASCII text (accents, CJK, emoji) shows as itself.
+_NOT_PLAIN = re.compile(r"[^\t\n\x20-\x7e]")
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def parse_arguments(call: ToolCall) -> dict[str, Any] | None:
@@ -38,9 +44,34 @@ def printable(text: str) -> str:
     return _CONTROL.sub("", "\n".join(lines))
 
 
+def visible(text: str) -> str:
+    """`text` as the user must see it before approving it: every control or invisible character written
+    out (`\\r`, `\\x1b`, `\\u202e`) rather than acted on or dropped, so nothing in a command or an edit
+    can hide, reorder or repaint what is shown. Tabs and newlines stay as they are: they hide nothing.
+
+    `printable` suits output, where a redrawn progress bar should show its last state; applied to a
+    command it would show `pytest -q` for `rm -rf ~ #\\rpytest -q`.
+    """
+    return _NOT_PLAIN.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if unicodedata.category(char) not in _INVISIBLE_CATEGORIES:
+        return char
+    if char == "\r":
+        return "\\r"
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def one_line(text: str, max_chars: int) -> str:
     """The first line of `text`, cut to `max_chars`, with a mark that says how much was left out."""
-    lines = printable(text).strip().splitlines() or [""]
+    return _clipped(printable(text), max_chars)
+
+
+def _clipped(text: str, max_chars: int) -> str:
+    lines = text.strip().splitlines() or [""]
     first = lines[0].rstrip()
     more = f" (+{len(lines) - 1} lines)" if len(lines) > 1 else ""
     if len(first) + len(more) > max_chars:
@@ -49,29 +80,35 @@ def one_line(text: str, max_chars: int) -> str:
 
 
 def call_summary(call: ToolCall, max_chars: int = 100) -> str:
-    """What the call does, without the tool's name: `pytest -q`, `str_replace src/a.py`, `"TODO" in src`."""
+    """What the call does, without the tool's name: `pytest -q`, `str_replace src/a.py`, `"TODO" in src`.
+
+    Control characters are written out (see `visible`), never acted on: this line stands for the call.
+    """
+    return _clipped(visible(_call_text(call)), max_chars)
+
+
+def _call_text(call: ToolCall) -> str:
     args = parse_arguments(call)
     if args is None:
-        return one_line(call.arguments, max_chars)
+        return call.arguments
     if call.name == "bash":
-        return one_line(str(args.get("command", "")), max_chars)
+        return str(args.get("command", ""))
     if call.name == "editor":
         text = f"{args.get('command', '?')} {args.get('path', '')}".strip()
         view_range = args.get("view_range")
         if isinstance(view_range, list) and view_range:
             text += ":" + "-".join(str(n) for n in view_range[:2])
-        return one_line(text, max_chars)
+        return text
     if call.name in ("search_text", "find_files"):
         text = json.dumps(str(args.get("pattern", "")), ensure_ascii=False)
         if args.get("path"):
             text += f" in {args['path']}"
         if args.get("glob"):
             text += f" ({args['glob']})"
-        return one_line(text, max_chars)
+        return text
     if call.name == "submit":
-        return one_line(str(args.get("summary", "")), max_chars)
-    return one_line(", ".join(f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in args.items()),
-                    max_chars)
+        return str(args.get("summary", ""))
+    return ", ".join(f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in args.items())
 
 
 def diff_hunks(diff: str) -> list[str]:
@@ -135,17 +172,23 @@ def proposed_diff(arguments: Mapping[str, Any]) -> list[str]:
     """The lines an editor call would remove and add, worked out from its arguments alone.
 
     The file is not read (the UI does no file I/O), so there are no line numbers: only the `-`, `+`
-    and context lines of the snippet, which is what a user needs to judge the change.
+    and context lines of the snippet, which is what a user needs to judge the change. Lines break at
+    newlines only and control characters are written out (see `visible`): the user approves this text.
     """
     command = arguments.get("command")
     if command == "str_replace":
-        old = str(arguments.get("old_str", "")).splitlines()
-        new = str(arguments.get("new_str", "")).splitlines()
+        old = _visible_lines(str(arguments.get("old_str", "")))
+        new = _visible_lines(str(arguments.get("new_str", "")))
         return list(difflib.unified_diff(old, new, lineterm="", n=max(len(old), len(new))))[3:]
     if command in ("create", "insert"):
         text = str(arguments.get("file_text" if command == "create" else "new_str", ""))
-        return ["+" + line for line in text.splitlines()]
+        return ["+" + line for line in _visible_lines(text)]
     return []
+
+
+def _visible_lines(text: str) -> list[str]:
+    lines = visible(text).split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def format_tokens(count: int) -> str:

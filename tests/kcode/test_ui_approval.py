@@ -17,6 +17,7 @@ from rich.console import Console
 from kcode.agent.approvals import ApprovalRequest, Approvals
 from kcode.messages import ToolCall
 from kcode.ui.approval_prompt import TerminalApprover
+from kcode.ui.describe import call_summary, printable, visible
 from kcode.ui.errors import DisplaySettingError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,6 +137,67 @@ def test_insert_names_the_line() -> None:
         edit_request(command="insert", path="a.py", insert_line=3, new_str="y = 0"))
     assert "insert a.py after line 3" in output(console)
     assert "│ +y = 0" in output(console)
+
+
+def test_a_carriage_return_in_a_command_is_shown_not_obeyed() -> None:
+    console = plain_console()
+    TerminalApprover(console, ask=Script("n")).decide(command_request("rm -rf /tmp/x #\rpytest -q"))
+    text = output(console)
+    assert "│ $ rm -rf /tmp/x #\\rpytest -q" in text
+    assert "\r" not in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_an_escape_sequence_in_a_command_is_shown_escaped_not_emitted() -> None:
+    console = plain_console()
+    TerminalApprover(console, ask=Script("n")).decide(command_request("rm -rf ~ \x1b[2K\x1b[1Gpytest -q \u202egnp.x"))
+    raw = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "$ rm -rf ~ \\x1b[2K\\x1b[1Gpytest -q \\u202egnp.x" in raw
+    assert "\x1b" not in raw and "\u202e" not in raw
+
+
+def test_an_edit_shows_control_characters_in_its_path_and_text_escaped() -> None:
+    console = plain_console()
+    request = edit_request(command="str_replace", path="a.py\x1b[8m", old_str="x = 1\r\n",
+                           new_str="x = 2 #\rx = 1\r\n")
+    TerminalApprover(console, ask=Script("n")).decide(request)
+    raw = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "str_replace a.py\\x1b[8m" in raw
+    assert "-x = 1\\r" in raw
+    assert "+x = 2 #\\rx = 1\\r" in raw
+    assert "\x1b" not in raw and "\r" not in raw
+
+
+def test_the_tool_name_and_the_always_scope_are_shown_escaped() -> None:
+    console = plain_console()
+    arguments = {"url": "https://example.com"}
+    request = ApprovalRequest(ToolCall("c", "fetch\x1b[2J", json.dumps(arguments)), "command", arguments,
+                              "commands starting with `x\x1b[2K`")
+    TerminalApprover(console, ask=Script("n")).decide(request)
+    raw = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "Run fetch\\x1b[2J?" in raw
+    assert "allow commands starting with `x\\x1b[2K`" in raw
+    assert "\x1b" not in raw
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("pytest -q", "pytest -q"),
+    ("rm -rf ~ #\rpytest -q", "rm -rf ~ #\\rpytest -q"),
+    ("a\tb\nc", "a\tb\nc"),
+    ("\x00\x07\x7f\x85", "\\x00\\x07\\x7f\\x85"),
+    ("x\u202ey\u200bz\u2028", "x\\u202ey\\u200bz\\u2028"),
+    ("tag\U000e0041", "tag\\U000e0041"),
+    ("café 日本 ✓", "café 日本 ✓"),
+])
+def test_visible_writes_out_every_control_and_invisible_character(text: str, shown: str) -> None:
+    assert visible(text) == shown
+
+
+def test_call_summaries_escape_control_characters_and_output_keeps_its_last_redraw() -> None:
+    command = ToolCall("c", "bash", json.dumps({"command": "rm -rf ~ #\rpytest -q\nls"}))
+    assert call_summary(command) == "rm -rf ~ #\\rpytest -q (+1 lines)"
+    editor = ToolCall("c", "editor", json.dumps({"command": "view", "path": "a\x1b[2Jb"}))
+    assert call_summary(editor) == "view a\\x1b[2Jb"
+    assert printable("10%\r50%\r100%\n\x1b[32mok\x1b[0m") == "100%\nok"  # output: a progress bar's last state
 
 
 def test_the_question_runs_inside_the_suspend_context() -> None:
