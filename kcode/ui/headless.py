@@ -38,7 +38,7 @@ from kcode.agent.events import (
     TurnEnded,
     UsageReport,
 )
-from kcode.ui.describe import call_summary, format_cost, format_tokens, one_line, result_summary
+from kcode.ui.describe import call_summary, format_cost, format_tokens, one_line, result_summary, visible
 from kcode.ui.errors import DisplaySettingError
 
 _ANSI = {"dim": "2", "red": "31", "green": "32", "yellow": "33", "bold": "1"}
@@ -73,7 +73,7 @@ class ProgressPrinter:
             self._flush_text()
         if isinstance(event, ToolCallStarted):
             self._enter_step()
-            self._line(f"{event.call.name}: {call_summary(event.call, self.max_chars)}", step=True)
+            self._line(f"{visible(event.call.name)}: {call_summary(event.call, self.max_chars)}", step=True)
         elif isinstance(event, ToolCallFinished):
             summary = result_summary(event.call, event.result, self.max_chars)
             self._line(f"  error: {summary}" if event.result.is_error else f"  {summary}",

@@ -42,6 +42,7 @@ from kcode.ui.describe import (
     one_line,
     printable,
     result_summary,
+    visible,
 )
 from kcode.ui.errors import DisplaySettingError
 from kcode.ui.live_view import LiveView, message_renderable
@@ -131,7 +132,7 @@ class ChatRenderer:
         elif isinstance(event, ToolCallStarted):
             self._flush_stream()
             self._print_header(event.call)
-            self._wait(f"Running {event.call.name}")
+            self._wait(f"Running {visible(event.call.name)}")
         elif isinstance(event, ToolCallFinished):
             self._on_tool_finished(event.call, event.result)
         elif isinstance(event, UsageReport):
@@ -194,8 +195,9 @@ class ChatRenderer:
     # -- drawing --------------------------------------------------------------------------------------
 
     def _print_header(self, call: ToolCall) -> None:
-        room = max(20, self.console.width - len(call.name) - 4)
-        header = Text.assemble(("● ", "cyan"), (call.name, "bold"), "  ", call_summary(call, room))
+        name = visible(call.name)  # the model chose it: no escape sequence reaches the terminal
+        room = max(20, self.console.width - len(name) - 4)
+        header = Text.assemble(("● ", "cyan"), (name, "bold"), "  ", call_summary(call, room))
         self.console.print()
         self.console.print(header, no_wrap=True, overflow="ellipsis", crop=True)
         self._header_call_id = call.id

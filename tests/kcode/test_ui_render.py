@@ -272,3 +272,14 @@ def test_a_file_view_is_summed_up_by_its_header_not_echoed() -> None:
     render(ToolCallFinished(view, ToolResult("calc.py: lines 1-2 of 2\n     1\tdef add(a, b):\n"
                                              "     2\t    return a - b\n[end of file]")))
     assert output(console) == "\n● editor  view calc.py\n  ⎿  calc.py: lines 1-2 of 2"
+
+
+def test_an_escape_sequence_in_a_tool_name_never_reaches_the_terminal() -> None:
+    console = plain_console()
+    render = ChatRenderer(console)
+    rogue = call("bash\x1b[2J", command="ls")
+    render(ToolCallStarted(rogue))
+    render(ToolCallFinished(rogue, ToolResult.error("There is no tool named that.")))
+    text = output(console)
+    assert "\x1b" not in text
+    assert "bash\\x1b[2J" in text
