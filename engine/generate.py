@@ -1,10 +1,11 @@
 """The generation loop: a batch of prompts in, one token per live sequence per step out.
 
-Prompts of different lengths are left-padded into one prefill that fills the latent cache; then every step
-feeds each live sequence its last token. A sequence ends on an eos id (unless `ignore_eos`), one of its
-`stop_token_ids`, a stop string completed by its text, or its token budget; finished sequences leave the
-batch (the cache drops their rows), so the rest never pay for them. Rows never mix: each sequence gets the
-tokens it would get alone, up to floating-point rounding of batched matrix products.
+Prompts of different lengths are left-padded into one batch that fills the latent cache in chunks of at most
+`prefill_chunk_tokens` columns, so a pass's attention scores are [B, H, chunk, T] rather than [B, H, T, T];
+then every step feeds each live sequence its last token. A sequence ends on an eos id (unless
+`ignore_eos`), one of its `stop_token_ids`, a stop string completed by its text, or its token budget; finished
+sequences leave the batch (the cache drops their rows), so the rest never pay for them. Rows never mix: each
+sequence gets the tokens it would get alone, up to floating-point rounding of batched matrix products.
 
 The loop knows tokens, not text: what a token means (decoded text, a tool call) is an `OutputWatcher`'s job,
 which says when a stop string has been completed. `TextOutput` is the plain-text watcher, with vLLM's
@@ -20,7 +21,7 @@ from typing import Literal, Protocol
 
 import torch
 
-from engine.errors import RequestError
+from engine.errors import ModelInputError, RequestError
 from engine.models.deepseek_v3 import DeepseekV3ForCausalLM, LatentCache, positions_from_mask
 from engine.sampling import SamplingParams, request_generator, sample
 from engine.tokenizer import Tokenizer
@@ -28,6 +29,8 @@ from engine.tokenizer import Tokenizer
 FinishReason = Literal["stop", "length"]
 PAD_ID = 0
 """What padding slots hold; masked out, so any id in the vocabulary does."""
+PREFILL_CHUNK_TOKENS = 1024
+"""Prompt columns per prefill pass: peak attention memory grows with chunk x prompt, not prompt squared."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,12 @@ def check_requests(requests: Sequence[Request], *, vocab_size: int, max_model_le
             )
 
 
+def check_prefill_chunk_tokens(value: object) -> None:
+    """Reject a chunk size that is not a positive int (bool is an int to Python, not here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelInputError(f"prefill_chunk_tokens must be a positive integer, got {value!r}")
+
+
 def _is_token_id(value: object, vocab_size: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < vocab_size
 
@@ -162,15 +171,18 @@ def generate_tokens(
     eos_ids: frozenset[int],
     max_model_len: int,
     sampled_vocab: int | None = None,
+    prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS,
 ) -> Iterator[list[TokenEvent]]:
     """Checks the requests now, then yields each step's events, one per sequence still live at that step.
 
     A sequence's budget is its `max_tokens`, cut to what the context (`max_model_len`) leaves after its
     prompt; running out of either is finish reason "length". Ids at or above `sampled_vocab` get -inf
     logits before the logits processors run, so a model vocabulary padded past its tokenizer's never yields
-    an id the tokenizer cannot decode (None: every id of the model may be sampled).
+    an id the tokenizer cannot decode (None: every id of the model may be sampled). The prompts are prefilled
+    `prefill_chunk_tokens` columns at a time (see `prefill`).
     """
     check_requests(requests, vocab_size=model.config.vocab_size, max_model_len=max_model_len)
+    check_prefill_chunk_tokens(prefill_chunk_tokens)
     device = model.lm_head.weight.device
     sequences = [
         _Sequence(
@@ -183,18 +195,23 @@ def generate_tokens(
         )
         for i, (r, watcher) in enumerate(zip(requests, watchers, strict=True))
     ]
-    return _steps(model, [r.prompt_token_ids for r in requests], sequences, sampled_vocab)
+    prompts = [r.prompt_token_ids for r in requests]
+    return _steps(model, prompts, sequences, sampled_vocab, prefill_chunk_tokens)
 
 
 def _steps(
-    model: DeepseekV3ForCausalLM, prompts: list[tuple[int, ...]], sequences: list[_Sequence], sampled_vocab: int | None
+    model: DeepseekV3ForCausalLM,
+    prompts: list[tuple[int, ...]],
+    sequences: list[_Sequence],
+    sampled_vocab: int | None,
+    prefill_chunk_tokens: int,
 ) -> Iterator[list[TokenEvent]]:
     # The last sampled token is never fed back, so the cache needs one slot less than prompt + budget.
     capacity = max(map(len, prompts)) + max(s.budget for s in sequences) - 1
     device = model.lm_head.weight.device
     with torch.inference_mode():
         cache = model.new_cache(len(prompts), capacity)
-        logits = _prefill(model, prompts, cache)
+        logits = prefill(model, prompts, cache, chunk_tokens=prefill_chunk_tokens)
         positions = torch.tensor([len(p) for p in prompts], device=device)  # [B] of the next token fed
     live = sequences  # one per row of the batch, in row order
     while True:
@@ -216,14 +233,29 @@ def _steps(
             positions += 1
 
 
-def _prefill(model: DeepseekV3ForCausalLM, prompts: list[tuple[int, ...]], cache: LatentCache) -> torch.Tensor:
-    """Left-pad the prompts into one pass over the cache; [B, V] logits of each prompt's last token."""
+def prefill(
+    model: DeepseekV3ForCausalLM, prompts: Sequence[tuple[int, ...]], cache: LatentCache, *, chunk_tokens: int
+) -> torch.Tensor:
+    """Left-pad the prompts and feed them through the cache `chunk_tokens` columns at a time; [B, V] logits of
+    each prompt's last token.
+
+    The cache keeps each row's slots and validity across passes, so a chunk attends to every earlier real
+    token exactly as one pass would (up to the rounding of differently shaped products). Left padding puts
+    every prompt's last token in the last column, so only the last chunk goes through `lm_head`.
+    """
+    check_prefill_chunk_tokens(chunk_tokens)
     width = max(map(len, prompts))
     device = model.lm_head.weight.device
     ids = torch.tensor([(PAD_ID,) * (width - len(p)) + p for p in prompts], device=device)
     mask = torch.tensor([[False] * (width - len(p)) + [True] * len(p) for p in prompts], device=device)
-    last = torch.full((len(prompts),), width - 1, device=device)
-    return model(ids, positions_from_mask(mask), attention_mask=mask, cache=cache, logits_index=last)
+    positions = positions_from_mask(mask)
+    last_start = (width - 1) // chunk_tokens * chunk_tokens
+    for start in range(0, last_start, chunk_tokens):
+        piece = slice(start, start + chunk_tokens)
+        model.model(ids[:, piece], positions[:, piece], mask[:, piece], cache)
+    last = torch.full((len(prompts),), width - 1 - last_start, device=device)
+    tail = slice(last_start, width)
+    return model(ids[:, tail], positions[:, tail], attention_mask=mask[:, tail], cache=cache, logits_index=last)
 
 
 def _next_tokens(logits: torch.Tensor, live: list[_Sequence], sampled_vocab: int | None) -> list[int]:

@@ -29,12 +29,14 @@ import torch
 from engine.chat_format import render_ids
 from engine.errors import CheckpointError, ModelInputError, SamplingParamsError
 from engine.generate import (
+    PREFILL_CHUNK_TOKENS,
     FinishReason,
     OutputWatcher,
     Request,
     StopStrings,
     TextOutput,
     TokenEvent,
+    check_prefill_chunk_tokens,
     generate_tokens,
 )
 from engine.loader import load_config, load_model
@@ -101,8 +103,12 @@ class LLM:
         moe: MoeForm = "grouped",
         keep_fp8: bool = False,
         max_model_len: int | None = None,
+        prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS,
     ) -> None:
-        """`max_model_len` caps prompt plus output (default: the config's `max_position_embeddings`)."""
+        """`max_model_len` caps prompt plus output (default: the config's `max_position_embeddings`).
+        `prefill_chunk_tokens` bounds the prompt columns per prefill pass, and with them the attention scores'
+        memory: [batch, heads, chunk, prompt] instead of [batch, heads, prompt, prompt]."""
+        check_prefill_chunk_tokens(prefill_chunk_tokens)
         root, torch_dtype = Path(path), _torch_dtype(dtype)
         self.tokenizer = Tokenizer.from_dir(root)
         config = load_config(root)  # everything checkable is checked before the weights load, which can take hours
@@ -117,6 +123,7 @@ class LLM:
             )
         self.model = load_model(root, dtype=torch_dtype, device=device, keep_fp8=keep_fp8, attention=attention, moe=moe)
         self.max_model_len = max_model_len or config.max_position_embeddings
+        self.prefill_chunk_tokens = prefill_chunk_tokens
         self.path = root
         self.model_name = root.name
         self.eos_ids = frozenset(self.tokenizer.eos_ids) | frozenset(config.eos_token_ids)
@@ -225,6 +232,7 @@ class LLM:
             eos_ids=self.eos_ids,
             max_model_len=self.max_model_len,
             sampled_vocab=self.tokenizer.vocab_size,
+            prefill_chunk_tokens=self.prefill_chunk_tokens,
         )
 
 
