@@ -68,7 +68,8 @@ class TerminalApprover:
     def _panel(self, request: ApprovalRequest) -> Panel:
         arguments = request.arguments
         if request.kind == "command" and request.call.name == "bash":
-            body: RenderableType = self._clamped(Text("$ " + visible(str(arguments.get("command", ""))).strip()))
+            # Shown whole, however long: nobody should approve lines they could not see.
+            body: RenderableType = Text("$ " + visible(str(arguments.get("command", ""))).strip())
             title = "Run this command?"
         elif request.kind == "command":
             body = Text(call_summary(request.call, 10 * self.console.width))
@@ -89,14 +90,6 @@ class TerminalApprover:
             what.append(" (replacing the existing file)", style="yellow")
         diff = proposed_diff(arguments) if request.call.name == "editor" else []
         return Group(what, render_diff(diff, self.preview_lines)) if diff else what
-
-    def _clamped(self, text: Text) -> Text:
-        lines = text.split("\n")
-        if len(lines) <= self.preview_lines:
-            return text
-        clamped = Text("\n").join(lines[: self.preview_lines])
-        clamped.append(f"\n… {len(lines) - self.preview_lines} more lines", style="dim")
-        return clamped
 
     def _console_ask(self, prompt: str) -> str:
         return self.console.input(Text(prompt, style="bold"))

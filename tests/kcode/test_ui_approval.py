@@ -256,3 +256,12 @@ def test_default_prompt_works_in_a_real_terminal(tmp_path: Path) -> None:
     child.expect("DECISION no Not run: the user declined this call. The user said:")
     child.expect("run the unit tests only")
     child.expect(pexpect.EOF)
+
+
+def test_a_long_command_is_shown_whole_before_anyone_approves_it() -> None:
+    console = plain_console()
+    script = "\n".join(f"echo step {i}" for i in range(60)) + "\nrm -rf build"
+    TerminalApprover(console, ask=Script("n"), preview_lines=10).decide(command_request(script))
+    text = output(console)
+    assert "echo step 59" in text and "rm -rf build" in text
+    assert "more lines" not in text
