@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +20,17 @@ class ToolCall:
 
     def to_openai(self) -> dict[str, Any]:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+    def parsed_arguments(self) -> dict[str, Any] | None:
+        """The arguments as a dict (empty text is no arguments), or None when they are not a JSON object.
+
+        For approvals and the screen; the toolset parses again itself, to tell the model what was wrong.
+        """
+        try:
+            value = json.loads(self.arguments) if self.arguments.strip() else {}
+        except json.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else None
 
 
 @dataclass(frozen=True)

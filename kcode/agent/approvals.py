@@ -204,7 +204,7 @@ class Approvals:
         Arguments that are not a JSON object pass straight through: the toolset refuses them before
         anything runs, with a message the model can act on.
         """
-        arguments = _parse_object(call.arguments)
+        arguments = call.parsed_arguments()
         if arguments is None:
             return None
         kind = classify(call.name, arguments)
@@ -435,13 +435,3 @@ def _quoted(command: str, start: int) -> tuple[str, int] | None:
 def _exact_key(name: str, arguments: Mapping[str, Any]) -> str:
     """What an exact "always" remembers: the tool and all its arguments, so no other call can match it."""
     return json.dumps([name, dict(arguments)], sort_keys=True)
-
-
-def _parse_object(arguments: str) -> dict[str, Any] | None:
-    if not arguments.strip():
-        return {}
-    try:
-        value = json.loads(arguments)
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None

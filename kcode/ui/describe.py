@@ -28,15 +28,6 @@ _NOT_PLAIN = re.compile(r"[^\t\n\x20-\x7e]")
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
-def parse_arguments(call: ToolCall) -> dict[str, Any] | None:
-    """The call's arguments as a dict, or None when the model sent something that is not a JSON object."""
-    try:
-        value = json.loads(call.arguments) if call.arguments.strip() else {}
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def printable(text: str) -> str:
     """`text` safe to show on a terminal: escape sequences and control characters removed, and of a line
     redrawn with carriage returns (a progress bar) only its last state kept."""
@@ -88,7 +79,7 @@ def call_summary(call: ToolCall, max_chars: int = 100) -> str:
 
 
 def _call_text(call: ToolCall) -> str:
-    args = parse_arguments(call)
+    args = call.parsed_arguments()
     if args is None:
         return call.arguments
     if call.name == "bash":
