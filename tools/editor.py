@@ -12,7 +12,7 @@ import io
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -67,7 +67,7 @@ class EditorTool:
     name = "editor"
 
     def __init__(self, workspace: Workspace, settings: ToolSettings, history: EditHistory | None = None) -> None:
-        self.workspace = replace(workspace, allow_outside=True) if settings.allow_outside_workspace else workspace
+        self.workspace = workspace
         self.settings = settings
         self.history = history or EditHistory()
         self.description = (

@@ -29,7 +29,7 @@ class ToolSettings:
     max_search_matches: int = 200
     """Most matching lines (or files) one search returns before saying how many more there were."""
     allow_outside_workspace: bool = False
-    """Let the editor and search touch paths outside the workspace root."""
+    """Let the editor and search touch paths outside the workspace root (standard_toolset sets it on the Workspace)."""
 
     def __post_init__(self) -> None:
         if self.max_output_chars < MIN_OUTPUT_CHARS:

@@ -436,11 +436,11 @@ def test_edits_through_dotdot_or_an_escaping_symlink_are_refused(root: Path) -> 
     assert outside.read_text() == "secret\n" and (root / "link.txt").is_symlink()
 
 
-def test_outside_paths_are_allowed_when_the_settings_say_so(root: Path) -> None:
+def test_outside_paths_are_allowed_when_the_workspace_allows_them(root: Path) -> None:
     outside = root.parent / "outside.txt"
     outside.write_text("a\n")
-    result = run(make_editor(root, allow_outside_workspace=True), command="str_replace", path="../outside.txt",
-                 old_str="a", new_str="b")
+    editor = EditorTool(Workspace(root, allow_outside=True), ToolSettings())
+    result = run(editor, command="str_replace", path="../outside.txt", old_str="a", new_str="b")
     assert not result.is_error and outside.read_text() == "b\n"
 
 

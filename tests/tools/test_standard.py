@@ -69,3 +69,17 @@ def test_a_toolset_that_cannot_be_made_leaves_no_spill_directory(tmp_path: Path,
     with pytest.raises(ValueError, match="is not a directory"):
         standard_toolset(tmp_path / "missing")
     assert list(temp.iterdir()) == []
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_the_outside_setting_reaches_the_editor_and_search(root: Path, allowed: bool) -> None:
+    outside = root.parent / "outside.txt"
+    outside.write_text("needle\n")
+    with standard_toolset(root, ToolSettings(allow_outside_workspace=allowed)) as toolset:
+        view = toolset.dispatch("editor", {"command": "view", "path": "../outside.txt"})
+        search = toolset.dispatch("search_text", {"pattern": "needle", "path": str(outside)})
+    assert view.is_error is not allowed and search.is_error is not allowed
+    if allowed:
+        assert "needle" in view.output and "needle" in search.output
+    else:
+        assert "outside the workspace" in view.output and "outside the workspace" in search.output
