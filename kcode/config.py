@@ -48,7 +48,7 @@ from kcode.profiles import (
     is_moonshot_url,
     model_facts,
 )
-from tools.settings import ToolSettings
+from tools.settings import MIN_OUTPUT_CHARS, ToolSettings
 
 APPROVAL_MODES: tuple[ApprovalMode, ...] = get_args(ApprovalMode)
 
@@ -75,9 +75,9 @@ class Settings:
     """`ask` before every edit and command, `auto-edit` asks only for commands, `yolo` never asks."""
     max_steps: int = 100
     """Most model calls in one turn before the agent stops and says so."""
-    bash_timeout_s: float = 120.0
+    bash_timeout_s: float = ToolSettings.bash_timeout_s
     """Default wall-clock limit of one shell command; the model may ask for more, up to 10 minutes or this."""
-    max_output_chars: int = 16_000
+    max_output_chars: int = ToolSettings.max_output_chars
     """Most characters of one tool result the model reads; the rest is saved to a file it can view."""
     compact_threshold: float = 0.85
     """Share of the context window at which the history is compacted."""
@@ -147,7 +147,7 @@ _SETTINGS_KEYS: dict[str, _Key] = {
     "approval_mode": _Key(str, "one of ask, auto-edit, yolo", lambda v: v in APPROVAL_MODES),
     "max_steps": _Key(int, "an integer >= 1", lambda v: v >= 1),
     "bash_timeout_s": _Key(float, "a number of seconds above 0 and at most 3600", lambda v: 0 < v <= 3600),
-    "max_output_chars": _Key(int, "an integer >= 1000", lambda v: v >= 1000),
+    "max_output_chars": _Key(int, f"an integer >= {MIN_OUTPUT_CHARS}", lambda v: v >= MIN_OUTPUT_CHARS),
     # The compactor keeps the newest quarter of the window word for word, so the threshold must lie above it.
     "compact_threshold": _Key(float, "a number from 0.3 to 1", lambda v: 0.3 <= v <= 1),
     "cost_limit_usd": _Key(float, "a number of US dollars above 0", lambda v: v > 0),
