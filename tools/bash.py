@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tools.base import ToolResult
@@ -26,11 +26,11 @@ class BashTool:
 
     def __init__(self, workspace: Workspace, settings: ToolSettings, clamp: OutputClamp, *,
                  env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.monotonic,
-                 max_output_bytes: int = 1 << 30) -> None:
+                 max_output_bytes: int = 1 << 30, launcher: Sequence[str] = ()) -> None:
         self.settings = settings
         stem = f"bash-{secrets.token_hex(3)}"  # unique per session, in case two clamps share a spill directory
         self.session = BashSession(workspace.root, new_output_path=lambda: clamp.new_spill_path(stem),
-                                   env=env, clock=clock, max_output_bytes=max_output_bytes)
+                                   env=env, clock=clock, max_output_bytes=max_output_bytes, launcher=launcher)
         reserve = min(_STATUS_ROOM_CHARS, clamp.settings.max_output_chars // 2)
         self._clamp = OutputClamp(clamp.settings, clamp.spill_dir, reserve_chars=reserve)
         default_s, max_s = _seconds(settings.bash_timeout_s), _seconds(settings.max_bash_timeout_s)

@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -122,11 +122,12 @@ class _Record:
 class _Shell:
     """One bash process leading its own session, and the pipe its driver reports on."""
 
-    def __init__(self, bash: str, cwd: str, env: Mapping[str, str], prelude: str) -> None:
+    def __init__(self, bash: str, cwd: str, env: Mapping[str, str], prelude: str,
+                 launcher: Sequence[str] = ()) -> None:
         read_fd, write_fd = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [bash, "--noprofile", "--norc"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                [*launcher, bash, "--noprofile", "--norc"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, cwd=cwd, env=dict(env), start_new_session=True, pass_fds=(write_fd,))
         except BaseException:
             os.close(read_fd)
@@ -206,12 +207,13 @@ class BashSession:
 
     The shell starts on the first `run`. `new_output_path` names the file each command's output goes
     to (the output clamp's spill directory, so a clamped result can point at it). `clock` measures
-    durations only; timeouts are real wall time.
+    durations only; timeouts are real wall time. `launcher` is an argv prefix that must exec bash in the
+    same process (`unshare -n` does: the shell then has no network), so the group kills still reach it.
     """
 
     def __init__(self, cwd: Path, *, new_output_path: Callable[[], Path], env: Mapping[str, str] | None = None,
                  clock: Callable[[], float] = time.monotonic, max_output_bytes: int = 1 << 30,
-                 kill_grace_s: float = 1.0) -> None:
+                 kill_grace_s: float = 1.0, launcher: Sequence[str] = ()) -> None:
         if not Path(cwd).is_dir():
             raise ValueError(f"the bash session's directory {cwd} is not a directory")
         if max_output_bytes <= 0:
@@ -224,6 +226,7 @@ class BashSession:
         self._env = {**(os.environ if env is None else env), **NONINTERACTIVE_ENV}
         self._clock = clock
         self._kill_grace_s = kill_grace_s
+        self._launcher = tuple(launcher)
         self._cwd = self.root
         self._state: _Record | None = None
         self._shell: _Shell | None = None
@@ -400,7 +403,7 @@ class BashSession:
             restore_path = self._dir / "restore"
             restore_path.write_bytes(_restore_script(self._state, cwd, self.root, self._env))
             prelude = f"builtin source {shlex.quote(str(restore_path))} >/dev/null 2>&1\n{prelude}"
-        self._shell = _Shell(bash, cwd, self._env, prelude)
+        self._shell = _Shell(bash, cwd, self._env, prelude, self._launcher)
         self._selector.register(self._shell.control_fd, selectors.EVENT_READ)
         self._cwd = cwd
 

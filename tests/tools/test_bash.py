@@ -327,3 +327,15 @@ def test_schema_describes_a_persistent_non_interactive_shell(bash: Harness) -> N
     assert {p["type"] for p in function["parameters"]["properties"].values()} == {"string", "integer"}
     assert "persists between calls" in function["description"]
     assert "Nothing is interactive" in function["description"]
+
+
+def test_the_launcher_starts_every_shell_including_one_restored_after_a_timeout(tmp_path: Path) -> None:
+    marker = tmp_path / "launches"
+    launcher = ("bash", "-c", f'echo launched >> {marker}; exec "$@"', "launcher")
+    with BashSession(tmp_path, new_output_path=lambda: tmp_path / f"out-{time.monotonic_ns()}",
+                     launcher=launcher, kill_grace_s=0.2) as session:
+        first = session.run("echo $$; cd /; X=kept", timeout_s=10)
+        assert session.run("sleep 30", timeout_s=0.5).timed_out
+        after = session.run('echo "$X $PWD"', timeout_s=10)
+    assert first.exit_code == 0 and after.output_path.read_text() == "kept /\n"
+    assert marker.read_text().splitlines() == ["launched", "launched"]
