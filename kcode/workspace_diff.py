@@ -16,8 +16,11 @@ from pathlib import Path
 
 from kcode.errors import KcodeError
 
-# Files that running code leaves behind; they are not part of anybody's fix.
-_JUNK_PATTERNS = "__pycache__/\n*.py[cod]\n.pytest_cache/\n.mypy_cache/\n.ruff_cache/\n*.egg-info/\n.coverage\n"
+JUNK_PATTERNS = (
+    "__pycache__/\n*.py[cod]\n.pytest_cache/\n.mypy_cache/\n.ruff_cache/\n*.egg-info/\n.eggs/\n.coverage\n"
+    ".tox/\n.nox/\n"
+)
+"""What running and installing code leaves behind (gitignore syntax): never part of anybody's fix."""
 
 
 class WorkspaceDiffError(KcodeError):
@@ -38,7 +41,7 @@ class WorkspaceSnapshot:
             raise WorkspaceDiffError("git is not installed; kcode needs it to record what the agent changed")
         root = root.resolve()
         scratch = Path(tempfile.mkdtemp(prefix="kcode-snapshot-"))
-        (scratch / "exclude").write_text(_JUNK_PATTERNS)
+        (scratch / "exclude").write_text(JUNK_PATTERNS)
         top = _repository_top(root)
         git_dir = objects = None
         if top is None:
