@@ -1,0 +1,434 @@
+"""Python environments for SWE-bench instances, built on this machine instead of in Docker images.
+
+Why it works this way:
+- swebench 5.x keeps the environment facts (Python version, pins, requirement files, install command) only in
+  per-instance Dockerfiles, so they are data here: specs/python.toml, from swebench 4.1.0's constants.
+- A build takes minutes and many instances share one, so `ensure_environment` builds a venv once per (spec,
+  setup commit) under a cache dir: under a file lock (two workers asking at once build it once), in a temporary
+  directory renamed into place when complete (a failed or killed build leaves nothing that is later reused).
+  Its record.json names the Python asked for and the one used, the spec, the build time and `pip freeze`.
+- The build installs setuptools and wheel (conda's python came with them), the requirement files, then the
+  spec's packages (installed after, they override the files' pins, as in 4.1), the repository's [build-system]
+  requires, then the repository itself from `git archive` of the setup commit: every dependency is then in the
+  venv, and the install in the workspace later needs no index and no build isolation. `pre_install` lines run
+  before that, in the source tree.
+- Each instance installs its own checkout, so `activate` gives it a private copy of the venv: hardlinks (fast, no
+  disk), except bin/ scripts and pyvenv.cfg, written anew pointing at the copy, and top-level *.pth files, copied
+  because setuptools' develop and pip's uninstall rewrite easy-install.pth in place. Nothing else writes through
+  a hardlink: pip unlinks a file before writing its replacement, and Python writes bytecode by rename.
+- `pre_install` lines starting with apt-get need root and change the machine for everyone: they are skipped, and
+  the log says so.
+- pip reads PIP_NO_BUILD_ISOLATION backwards: "0" turns build isolation off (checked with pip 23.0, 23.2, 26.3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from swe_harness.errors import HarnessError
+
+_SPEC_FIELDS = frozenset({"python", "install", "build_tools", "packages", "requirements_files", "pre_install",
+                          "variables", "test_cmd", "log_parser"})
+_DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0", "wheel")  # what pip assumes without a [build-system] table
+_COMMAND_TIMEOUT_S = 3600.0
+_TAIL_LINES = 20
+_RECORD = "record.json"
+_UNSAFE_ENV = ("PYTHONHOME", "PYTHONPATH")
+_RECIPE = 1  # part of every build key: bump it when the build steps change, so cached environments are rebuilt
+# A requirement line that installs the repository itself ("-e .", ".[tests]"): it comes last, from the source.
+_SELF_INSTALL = re.compile(r"(?:(?:-e|--editable)(?:\s+|=))?\.(?:[\[/].*)?")
+_INCLUDE = re.compile(r"(?:-r|--requirement)(?:\s+|=)(\S+)")
+
+
+class EnvironmentBuildError(HarnessError):
+    """A command that builds or installs an environment failed; `log` holds its whole output, `tail` the end."""
+
+    def __init__(self, what: str, log: Path, tail: str) -> None:
+        super().__init__(f"{what}; log: {log}" + (f"\n{tail}" if tail else ""))
+        self.log = log
+        self.tail = tail
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """How to build and use the environment of one (repository, version)."""
+
+    python: str
+    """Interpreter version, "X.Y"."""
+    install: str
+    """Shell line that installs the repository in its workspace, e.g. "python -m pip install -e ."."""
+    build_tools: tuple[str, ...] = ("setuptools", "wheel")
+    """pip requirements installed first, into the bare venv: conda's python came with setuptools and wheel, and
+    without wheel old pip installs sdists with `setup.py install`, which compiles no bytecode."""
+    packages: tuple[str, ...] = ()
+    """pip requirements installed after the requirement files (so their pins win)."""
+    requirements_files: tuple[str, ...] = ()
+    """Repository paths read at the environment setup commit and installed after the build tools."""
+    pre_install: tuple[str, ...] = ()
+    """Shell lines run in the source tree before the repository is installed."""
+    variables: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Extra environment for install and tests (SETUPTOOLS_SCM_PRETEND_VERSION, ...)."""
+    test_cmd: str = "pytest -rA"
+    """The test command when a dataset row brings no eval script."""
+    log_parser: str = "parse_log_pytest"
+    """A key of swebench.harness.log_parsers.PARSER_REGISTRY."""
+    name: str = "custom"
+    """Names the environment's directory, e.g. "psf__requests-1.1"."""
+
+    def build_key(self, setup_commit: str) -> str:
+        """A hash of what goes into the shared venv; install, test_cmd and log_parser only matter later."""
+        built = {"python": self.python, "build_tools": self.build_tools, "packages": self.packages,
+                 "requirements_files": self.requirements_files, "pre_install": self.pre_install,
+                 "variables": dict(self.variables), "setup_commit": setup_commit, "recipe": _RECIPE}
+        return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A built venv, shared by every instance of its (repository, version); `activate` copies it per instance."""
+
+    path: Path
+    python_version: str
+    """The interpreter actually used, e.g. "3.9.18"."""
+    requested_python: str
+    spec: EnvironmentSpec
+    build_s: float
+    """Seconds this call spent building; 0.0 when the environment was already there."""
+
+
+@dataclass(frozen=True)
+class _Interpreter:
+    path: Path
+    version: str
+
+
+# --- specs ---------------------------------------------------------------------------------------------------
+
+
+def environment_spec(repo: str, version: str, extra_specs: Path | None = None) -> EnvironmentSpec:
+    """The spec of `repo` ("owner/name") at `version`; `extra_specs` (same TOML shape) replaces whole repositories."""
+    specs = dict(_builtin_specs())
+    if extra_specs is not None:
+        specs.update(_parse_specs(extra_specs.read_text(), str(extra_specs)))
+    if repo not in specs:
+        raise HarnessError(f"no environment spec for {repo}; known repositories: {', '.join(sorted(specs))}")
+    if version not in specs[repo]:
+        known = ", ".join(sorted(specs[repo], key=_version_order))
+        raise HarnessError(f"no environment spec for {repo} version {version}; known versions: {known}")
+    return specs[repo][version]
+
+
+@functools.cache
+def _builtin_specs() -> dict[str, dict[str, EnvironmentSpec]]:
+    text = (resources.files("swe_harness") / "specs" / "python.toml").read_text()
+    return _parse_specs(text, "swe_harness/specs/python.toml")
+
+
+def _parse_specs(text: str, source: str) -> dict[str, dict[str, EnvironmentSpec]]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise HarnessError(f"{source} is not valid TOML: {exc}") from exc
+    specs: dict[str, dict[str, EnvironmentSpec]] = {}
+    for repo, table in data.items():
+        defaults = {key: value for key, value in table.items() if key not in ("versions", "overrides")}
+        fields = {version: dict(defaults) for version in table.get("versions", ())}
+        for override in table.get("overrides", ()):
+            for version in override.get("versions", ()):
+                if version not in fields:
+                    raise HarnessError(f"{source}: {repo} overrides version {version}, which is not in its versions")
+                fields[version].update({key: value for key, value in override.items() if key != "versions"})
+        specs[repo] = {version: _spec(repo, version, values, source)
+                       for version, values in fields.items()}
+    return specs
+
+
+def _spec(repo: str, version: str, values: dict[str, Any], source: str) -> EnvironmentSpec:
+    unknown = sorted(set(values) - _SPEC_FIELDS)
+    if unknown or "python" not in values or "install" not in values:
+        problem = f"unknown fields {unknown}" if unknown else "needs both python and install"
+        raise HarnessError(f"{source}: {repo} {version}: {problem}")
+    return EnvironmentSpec(
+        python=values["python"], install=values["install"],
+        build_tools=tuple(values.get("build_tools", EnvironmentSpec.build_tools)),
+        packages=tuple(values.get("packages", ())),
+        requirements_files=tuple(values.get("requirements_files", ())),
+        pre_install=tuple(values.get("pre_install", ())),
+        variables={key: value.replace("{version}", version) for key, value in values.get("variables", {}).items()},
+        test_cmd=values.get("test_cmd", "pytest -rA"), log_parser=values.get("log_parser", "parse_log_pytest"),
+        name=f"{repo.replace('/', '__')}-{version}")
+
+
+def _version_order(version: str) -> tuple[int, ...]:
+    return tuple(int(part) if part.isdigit() else -1 for part in version.split("."))
+
+
+# --- building the shared venv -------------------------------------------------------------------------------
+
+
+def ensure_environment(spec: EnvironmentSpec, mirror: Path, setup_commit: str, cache_dir: Path, *, log: Path,
+                       environ: Mapping[str, str] | None = None) -> Environment:
+    """The venv for `spec` at `setup_commit`, built under cache_dir/envs unless it is there already.
+
+    `mirror` is a git directory (bare, maybe partial); it is only read. Build output is appended to `log`
+    (and kept as build.log beside the venv). `environ` is the environment commands run in (default: ours).
+    """
+    environ = os.environ if environ is None else environ
+    envs = cache_dir / "envs"
+    home = envs / f"{spec.name}-{spec.build_key(setup_commit)[:8]}"
+    envs.mkdir(parents=True, exist_ok=True)
+    if not (home / _RECORD).exists():
+        with _exclusive(envs / f".{home.name}.lock"):
+            if not (home / _RECORD).exists():
+                return _build(spec, mirror, setup_commit, home, log=log, environ=environ)
+    record = json.loads((home / _RECORD).read_text())
+    _note(log, f"using environment {home} (built {record['built']} in {record['build_s']} s)")
+    return Environment(path=home / "venv", python_version=record["python_version"],
+                       requested_python=record["requested_python"], spec=spec, build_s=0.0)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    # flock locks belong to an open file description, so two threads that each open the file exclude each other.
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(spec: EnvironmentSpec, mirror: Path, setup_commit: str, home: Path, *, log: Path,
+           environ: Mapping[str, str]) -> Environment:
+    started = time.monotonic()
+    for leftover in [*home.parent.glob(f".{home.name}.tmp-*"), home]:  # from killed builds; we hold the lock
+        shutil.rmtree(leftover, ignore_errors=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log_start = log.stat().st_size if log.exists() else 0
+    python = _find_python(spec.python, environ)
+    _note(log, f"building environment {home.name} with Python {python.version} ({python.path})")
+    staging = Path(tempfile.mkdtemp(prefix=f".{home.name}.tmp-", dir=home.parent))
+    try:
+        freeze = _build_venv(spec, mirror, setup_commit, python, staging, log=log, environ=environ)
+        _repoint(staging / "venv", staging / "venv", home / "venv")
+        build_s = time.monotonic() - started
+        with log.open("rb") as whole:
+            whole.seek(log_start)
+            (staging / "build.log").write_bytes(whole.read())
+        record = {"name": home.name, "spec": asdict(spec), "mirror": str(mirror), "setup_commit": setup_commit,
+                  "requested_python": spec.python, "python": str(python.path), "python_version": python.version,
+                  "build_s": round(build_s, 1), "built": datetime.datetime.now(datetime.UTC).isoformat(),
+                  "pip_freeze": freeze.splitlines()}
+        (staging / _RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        os.rename(staging, home)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _note(log, f"built environment {home} in {build_s:.1f} s")
+    return Environment(path=home / "venv", python_version=python.version, requested_python=spec.python,
+                       spec=spec, build_s=build_s)
+
+
+def _build_venv(spec: EnvironmentSpec, mirror: Path, setup_commit: str, python: _Interpreter, staging: Path, *,
+                log: Path, environ: Mapping[str, str]) -> str:
+    """Create the venv in staging/venv and install everything but the workspace; return `pip freeze --all`."""
+    venv, source = staging / "venv", staging / "source"
+    base = _clean(environ)
+    _run([str(python.path), "-m", "venv", str(venv)], cwd=staging, env=base, log=log)
+    env = {**base, **_venv_variables(venv, spec, environ)}
+    source.mkdir()
+    _run(["bash", "-c", f"set -o pipefail; git --git-dir={shlex.quote(str(mirror))} archive --format=tar "
+          f"{shlex.quote(setup_commit)} | tar -x -C {shlex.quote(str(source))}"], cwd=staging, env=base, log=log)
+    _pre_install(spec, source, env, log)
+    pip = [str(venv / "bin" / "python"), "-m", "pip"]
+    if spec.build_tools:
+        _run([*pip, "install", *spec.build_tools], cwd=source, env=env, log=log)
+    for requirements in spec.requirements_files:
+        _drop_self_installs(source / requirements, seen=set())
+        _run([*pip, "install", "-r", requirements], cwd=source, env=env, log=log)
+    # The build tools again, so that the resolver fits them to the pins (wheel >= 0.46 wants packaging >= 24).
+    wanted = list(dict.fromkeys([*spec.build_tools, *spec.packages, *_build_requires(source, setup_commit, log)]))
+    if wanted:
+        _run([*pip, "install", *wanted], cwd=source, env=env, log=log)
+    _run([*pip, "install", "--no-build-isolation", "."], cwd=source, env=env, log=log)
+    freeze = subprocess.run([*pip, "freeze", "--all"], env=env, capture_output=True, text=True, check=False)
+    if freeze.returncode != 0:
+        raise EnvironmentBuildError("`pip freeze --all` failed", log, freeze.stderr.strip())
+    shutil.rmtree(source)
+    return freeze.stdout
+
+
+def _find_python(requested: str, environ: Mapping[str, str]) -> _Interpreter:
+    """pyenv's newest X.Y.* first (root: $PYENV_ROOT or ~/.pyenv), else pythonX.Y on PATH, else python3 on PATH."""
+    root = Path(environ.get("PYENV_ROOT") or Path(environ.get("HOME", "/")) / ".pyenv")
+    pattern = re.compile(re.escape(requested) + r"\.(\d+)")
+    installed = sorted(((int(match.group(1)), folder) for folder in (root / "versions").glob(f"{requested}.*")
+                        if (match := pattern.fullmatch(folder.name))), reverse=True)
+    candidates = [folder / "bin" / "python" for _, folder in installed]
+    for name in (f"python{requested}", "python3"):
+        found = shutil.which(name, path=environ.get("PATH", ""))
+        candidates += [Path(found)] if found else []
+    for candidate in candidates:
+        probe = subprocess.run([str(candidate), "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                               capture_output=True, text=True, check=False)
+        if probe.returncode == 0:
+            return _Interpreter(candidate, probe.stdout.strip())
+    raise HarnessError(f"no Python {requested} under {root / 'versions'} and no python3 on PATH")
+
+
+def _drop_self_installs(requirements: Path, *, seen: set[Path]) -> None:
+    """Comment out lines that install the repository itself, here and in the files it includes with -r."""
+    if requirements in seen or not requirements.is_file():
+        return  # pip names a missing file better than we would
+    seen.add(requirements)
+    lines = requirements.read_text().splitlines()
+    kept = []
+    for line in lines:
+        bare = re.sub(r"(^|\s)#.*", "", line).strip()
+        if include := _INCLUDE.fullmatch(bare):
+            _drop_self_installs(requirements.parent / include.group(1), seen=seen)
+        kept.append(f"# kcode: the repository is installed last: {line}" if _SELF_INSTALL.fullmatch(bare) else line)
+    if kept != lines:
+        requirements.write_text("\n".join(kept) + "\n")
+
+
+def _build_requires(source: Path, setup_commit: str, log: Path) -> list[str]:
+    """The [build-system] requires at the setup commit, so later installs need no build isolation."""
+    pyproject = source / "pyproject.toml"
+    if not pyproject.exists():
+        return list(_DEFAULT_BUILD_REQUIRES)
+    try:
+        build_system = tomllib.loads(pyproject.read_text()).get("build-system")
+    except tomllib.TOMLDecodeError as exc:
+        raise EnvironmentBuildError(f"pyproject.toml at {setup_commit} is not valid TOML: {exc}", log, "") from exc
+    if build_system is None:
+        return list(_DEFAULT_BUILD_REQUIRES)
+    return list(build_system.get("requires", []))
+
+
+def _repoint(venv: Path, old: Path, new: Path) -> None:
+    """Make the venv's scripts, pyvenv.cfg and *.pth files say `new` where they say `old`.
+
+    A file is replaced by a new one (never written in place) when it mentions `old` or is a hardlink.
+    """
+    scripts = [path for path in (venv / "bin").iterdir() if path.is_file() and not path.is_symlink()]
+    for path in [*scripts, venv / "pyvenv.cfg", *venv.glob("lib/python*/site-packages/*.pth")]:
+        data = path.read_bytes()
+        if os.fsencode(old) in data or path.stat().st_nlink > 1:
+            fresh = path.with_name(f".{path.name}.kcode-new")
+            fresh.write_bytes(data.replace(os.fsencode(old), os.fsencode(new)))
+            shutil.copymode(path, fresh)
+            os.replace(fresh, path)
+
+
+# --- per-instance copies --------------------------------------------------------------------------------------
+
+
+def activate(environment: Environment, workspace: Path, scratch: Path, *, log: Path | None = None,
+             environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Install `workspace` into a private copy of the environment (scratch/venv); return the variables to run with.
+
+    The variables (PATH, VIRTUAL_ENV, PIP_NO_INDEX=1, build isolation off, the spec's variables) are meant to be
+    laid over the caller's environment. The install runs offline first, then once more with the index. Output
+    goes to `log` (default scratch/activate.log).
+    """
+    environ = os.environ if environ is None else environ
+    venv, log = scratch / "venv", scratch / "activate.log" if log is None else log
+    scratch.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    _clone(environment.path, venv)
+    variables = {**_venv_variables(venv, environment.spec, environ), "PIP_NO_INDEX": "1",
+                 "PIP_NO_BUILD_ISOLATION": "0"}
+    env = {**_clean(environ), **variables}
+    _pre_install(environment.spec, workspace, env, log)
+    install = ["bash", "-c", environment.spec.install]
+    try:
+        _run(install, cwd=workspace, env=env, log=log)
+    except EnvironmentBuildError:
+        _note(log, "the offline install failed; once more with the package index")
+        _run(install, cwd=workspace, env={k: v for k, v in env.items() if k != "PIP_NO_INDEX"}, log=log)
+    return variables
+
+
+def _clone(source: Path, dest: Path) -> None:
+    """Hardlink the venv at `source` to `dest`, then give the copy its own scripts, pyvenv.cfg and *.pth files."""
+
+    def place(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another filesystem
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, dest, symlinks=True, copy_function=place)
+    _repoint(dest, source, dest)
+
+
+def _venv_variables(venv: Path, spec: EnvironmentSpec, environ: Mapping[str, str]) -> dict[str, str]:
+    return {**spec.variables, "PATH": f"{venv / 'bin'}{os.pathsep}{environ.get('PATH', os.defpath)}",
+            "VIRTUAL_ENV": str(venv), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def _clean(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment minus what would make a venv's Python look elsewhere."""
+    return {key: value for key, value in environ.items() if key not in _UNSAFE_ENV}
+
+
+# --- running commands -----------------------------------------------------------------------------------------
+
+
+def _pre_install(spec: EnvironmentSpec, cwd: Path, env: Mapping[str, str], log: Path) -> None:
+    for line in spec.pre_install:
+        if line.lstrip().startswith("apt-get"):
+            _note(log, f"skipped, apt-get needs root and changes this machine: {line}")
+        else:
+            _run(["bash", "-c", line], cwd=cwd, env=env, log=log)
+
+
+def _run(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path) -> None:
+    """Run `argv` with its output appended to `log`; raise EnvironmentBuildError with the last lines if it fails."""
+    shown = argv[2] if argv[:2] == ["bash", "-c"] else shlex.join(argv)
+    with log.open("ab") as out:
+        out.write(f"$ {shown}\n".encode())
+        out.flush()
+        process = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code: int | None = process.wait(timeout=_COMMAND_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            code = None
+    if code != 0:
+        reason = f"timed out after {_COMMAND_TIMEOUT_S:.0f} s" if code is None else f"exit {code}"
+        raise EnvironmentBuildError(f"`{shown}` failed ({reason})", log, _tail(log))
+
+
+def _note(log: Path, message: str) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write(f"# kcode: {message}\n")
+
+
+def _tail(log: Path) -> str:
+    with log.open("rb") as handle:
+        handle.seek(max(0, handle.seek(0, os.SEEK_END) - 16_384))
+        return "\n".join(handle.read().decode(errors="replace").splitlines()[-_TAIL_LINES:])
