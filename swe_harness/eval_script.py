@@ -1,0 +1,105 @@
+"""The script that runs an instance's tests, made to run in a local workspace instead of SWE-bench's container.
+
+SWE-bench 5.x data carries each instance's `eval_script`: activate the conda env, `cd /testbed`, reinstall,
+reset the test files to the base commit, apply `test_patch`, run the tests between the official markers,
+reset again. Here the environment is already active (its variables come with the process), so the conda
+lines go, `/testbed` becomes the workspace, and the line that would write the user's global git config is
+dropped. Rows without a script (older releases, hand-written instances) get one of the same shape from the
+environment spec's install and test commands.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from swe_harness.dataset import Instance
+from swe_harness.environment import EnvironmentSpec
+
+CONTAINER_ROOT = "/testbed"
+START_MARKER = ">>>>> Start Test Output"
+END_MARKER = ">>>>> End Test Output"
+NON_TEST_SUFFIXES = (".json", ".png", ".csv", ".txt", ".md", ".jpg", ".jpeg", ".pkl", ".yml", ".yaml", ".toml")
+"""Files a test patch may touch that are data, not tests to name on the test command line (as SWE-bench)."""
+
+_DROPPED = (
+    re.compile(r"^\s*source\s+/opt/miniconda3/bin/activate\b"),
+    re.compile(r"^\s*conda\s+activate\b"),
+    re.compile(r"^\s*git\s+config\s+--global\b"),
+)
+_HEREDOC = re.compile(r"<<-?\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?")
+
+
+def local_eval_script(instance: Instance, spec: EnvironmentSpec, workspace: Path) -> str:
+    """The body of the eval script for `workspace` (no shebang: SWE-bench's TestSpec adds its own header)."""
+    script = instance.row.get("eval_script")
+    if script:
+        return adapt_eval_script(str(script), workspace)
+    return generated_eval_script(instance, spec, workspace)
+
+
+def adapt_eval_script(script: str, workspace: Path) -> str:
+    """The dataset's script with container-only lines dropped and `/testbed` pointed at `workspace`.
+
+    Here-documents (the test patch) pass through untouched: a patch may mention `/testbed` or `conda`.
+    """
+    kept: list[str] = []
+    heredoc_end: str | None = None
+    for line in script.splitlines():
+        if heredoc_end is not None:
+            kept.append(line)
+            if line == heredoc_end:
+                heredoc_end = None
+            continue
+        if line.startswith("#!") or line.strip() == "set -uxo pipefail" or any(p.match(line) for p in _DROPPED):
+            continue
+        kept.append(_retarget(line, workspace))
+        opened = _HEREDOC.search(line)
+        if opened is not None:
+            heredoc_end = opened.group(1)
+    return "\n".join(kept) + "\n"
+
+
+def generated_eval_script(instance: Instance, spec: EnvironmentSpec, workspace: Path) -> str:
+    """A script of the official shape for a row that has none: reinstall, reset and patch the tests, run them."""
+    test_files = patched_files(instance.test_patch)
+    if not test_files:
+        raise ValueError(f"{instance.instance_id}: its test_patch touches no file, so there is nothing to run")
+    base = shlex.quote(instance.base_commit)
+    files = " ".join(shlex.quote(name) for name in test_files)
+    targets = " ".join(shlex.quote(name) for name in test_files if not name.endswith(NON_TEST_SUFFIXES))
+    delimiter = _unused_delimiter(instance.test_patch)
+    lines = [
+        f"cd {shlex.quote(str(workspace))}",
+        *([spec.install] if spec.install else []),
+        f"git checkout {base} {files}",
+        f"git apply -v - <<'{delimiter}'",
+        instance.test_patch.rstrip("\n"),
+        delimiter,
+        f": '{START_MARKER}'",
+        f"{spec.test_cmd} {targets}".rstrip(),
+        f": '{END_MARKER}'",
+        f"git checkout {base} {files}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def patched_files(patch: str) -> list[str]:
+    """The paths a unified diff touches (its `diff --git a/X b/Y` headers' `a/` side), in order, once each."""
+    names: list[str] = []
+    for match in re.finditer(r"^diff --git a/(\S+) b/\S+", patch, re.M):
+        if match.group(1) not in names:
+            names.append(match.group(1))
+    return names
+
+
+def _retarget(line: str, workspace: Path) -> str:
+    return re.sub(rf"{re.escape(CONTAINER_ROOT)}(?=/|\s|$|['\"])", shlex.quote(str(workspace)), line)
+
+
+def _unused_delimiter(text: str) -> str:
+    delimiter = "EOF_KCODE_TEST_PATCH"
+    while delimiter in text:
+        delimiter += "_"
+    return delimiter

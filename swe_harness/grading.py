@@ -1,0 +1,232 @@
+"""Grading one prediction as SWE-bench does, without Docker, so that the verdict is the official grader's.
+
+In a fresh testbed: apply the model patch with SWE-bench's fallback chain, run the instance's eval script
+(reset the test files, apply `test_patch`, run the tests between the official markers) with no network and
+a timeout, then hand the log to `swebench`'s own `make_test_spec` and `get_eval_report`. What this module
+decides itself is only how the commands run; what counts as passing is the official package's call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from swe_harness.dataset import Instance
+from swe_harness.errors import InstanceError
+from swe_harness.eval_script import local_eval_script
+from swe_harness.events import HarnessSink, InstanceFinished, InstanceStarted
+from swe_harness.predictions import Prediction
+from swe_harness.report import run_summary
+from swe_harness.testbed import Testbed, TestbedOptions, open_testbed
+from swe_harness.workers import describe_crash, map_unordered
+
+Verdict = Literal["resolved", "unresolved", "empty", "error"]
+
+APPLY_COMMANDS: tuple[tuple[str, ...], ...] = (
+    ("git", "apply", "--verbose"),
+    ("git", "apply", "--verbose", "--3way"),
+    ("git", "apply", "--verbose", "--reject"),
+    ("patch", "--batch", "--forward", "--fuzz=5", "-p1", "-i"),
+)
+"""SWE-bench's order of attempts; the tree is reset between them, since a failed one can leave half a patch."""
+APPLY_PATCH_FAIL = ">>>>> Patch Apply Failed"
+TESTS_TIMEOUT = ">>>>> Tests Timed Out"
+INSTANCES_DIR = "instances"
+REPORT_FILE = "report.json"
+SUMMARY_FILE = "summary.json"
+TEST_LOG_FILE = "test_output.txt"
+
+
+@dataclass(frozen=True)
+class GradeOutcome:
+    """The verdict on one prediction and where its evidence lies."""
+
+    instance_id: str
+    verdict: Verdict
+    detail: str = ""
+    """Why an error is one, or which tests failed; empty when resolved."""
+    seconds: float = 0.0
+
+
+def grade_prediction(instance: Instance, patch: str | None, model_name: str, options: TestbedOptions,
+                     out_dir: Path, *, network_prefix: Sequence[str], timeout_s: float) -> GradeOutcome:
+    """Grade `patch` for `instance`, writing `report.json`, `test_output.txt`, `eval.sh` and `patch.diff` into
+    `out_dir`. An empty patch is not run (SWE-bench counts it apart); a patch that does not apply, or a
+    testbed that cannot be made, is an error, as in the official harness."""
+    started = time.monotonic()
+    if not patch or not patch.strip():
+        return GradeOutcome(instance.instance_id, "empty", "the prediction's patch is empty")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "patch.diff").write_text(patch, encoding="utf-8")
+    try:
+        with open_testbed(instance, options, out_dir) as testbed:
+            report = _grade_in(testbed, patch, model_name, out_dir, network_prefix, timeout_s)
+    except InstanceError as exc:
+        return GradeOutcome(instance.instance_id, "error", exc.reason, time.monotonic() - started)
+    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return outcome_from_report(instance.instance_id, report, time.monotonic() - started)
+
+
+def outcome_from_report(instance_id: str, report: Mapping[str, Any], seconds: float = 0.0) -> GradeOutcome:
+    """The verdict a written `report.json` holds: resolved, or unresolved with the failing tests named."""
+    entry = report[instance_id]
+    if entry.get("resolved"):
+        return GradeOutcome(instance_id, "resolved", "", seconds)
+    if entry.get("timed_out"):
+        return GradeOutcome(instance_id, "unresolved", "the tests timed out", seconds)
+    if not entry.get("patch_successfully_applied"):
+        return GradeOutcome(instance_id, "unresolved", "no test results could be read from the log", seconds)
+    status = entry.get("tests_status", {})
+    failed = [*status.get("FAIL_TO_PASS", {}).get("failure", []), *status.get("PASS_TO_PASS", {}).get("failure", [])]
+    detail = f"{len(failed)} test(s) failed, e.g. {failed[0]}" if failed else "not every required test passed"
+    return GradeOutcome(instance_id, "unresolved", detail, seconds)
+
+
+def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, network_prefix: Sequence[str],
+              timeout_s: float) -> dict[str, Any]:
+    from swebench.harness.grading import get_eval_report  # heavy: only grading pays for it
+    from swebench.harness.utils import make_test_spec
+
+    instance = testbed.instance
+    test_log = out_dir / TEST_LOG_FILE
+    applied_with = apply_patch(testbed.workspace, out_dir / "patch.diff", testbed.variables)
+    if applied_with is None:
+        test_log.write_text(f"{APPLY_PATCH_FAIL}\n", encoding="utf-8")
+        raise InstanceError(instance.instance_id, "the patch does not apply (git apply, --3way, --reject and "
+                                                  "patch --fuzz=5 all failed)")
+    record = {"image": "", "eval_type": _eval_type(instance), "log_parser": testbed.spec.log_parser,
+              **instance.grading_record(),
+              "eval_script": local_eval_script(instance, testbed.spec, testbed.workspace)}
+    test_spec = make_test_spec(record)
+    script = out_dir / "eval.sh"
+    script.write_text(test_spec.eval_script, encoding="utf-8")
+    test_started = time.monotonic()
+    timed_out = run_script(script, testbed.workspace, testbed.variables, test_log, network_prefix, timeout_s)
+    test_s = time.monotonic() - test_started
+    prediction = {"instance_id": instance.instance_id, "model_name_or_path": model_name, "model_patch": patch}
+    report: dict[str, Any] = get_eval_report(test_spec, prediction, str(test_log), include_tests_status=True)
+    report[instance.instance_id].update({
+        "timed_out": timed_out, "patch_applied_with": " ".join(applied_with),
+        "environment": {"python": testbed.environment.python_version,
+                        "requested_python": testbed.environment.requested_python},
+        "seconds": {"setup": round(testbed.setup_s, 2), "environment_build": round(testbed.environment.build_s, 2),
+                    "tests": round(test_s, 2)},
+    })
+    return report
+
+
+def apply_patch(workspace: Path, patch_file: Path, env: Mapping[str, str]) -> tuple[str, ...] | None:
+    """Apply `patch_file` with the first command of the chain that succeeds; None when none does."""
+    for attempt, command in enumerate(APPLY_COMMANDS):
+        if attempt:
+            _reset(workspace, env)
+        done = subprocess.run([*command, str(patch_file)], cwd=workspace, env=dict(env), capture_output=True,
+                              stdin=subprocess.DEVNULL)
+        if done.returncode == 0:
+            return command
+    _reset(workspace, env)
+    return None
+
+
+def run_script(script: Path, workspace: Path, env: Mapping[str, str], log: Path, network_prefix: Sequence[str],
+               timeout_s: float) -> bool:
+    """Run `script` with bash in `workspace`, cut off from the network, its output into `log`; True if it was
+    killed at `timeout_s` (the whole process group goes, and the log says so as SWE-bench's does)."""
+    with log.open("wb") as out:
+        process = subprocess.Popen([*network_prefix, "bash", str(script)], cwd=workspace, env=dict(env),
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        try:
+            process.wait(timeout=timeout_s)
+            return False
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"\n{TESTS_TIMEOUT} after {timeout_s:g} seconds\n")
+    return True
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=2)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _reset(workspace: Path, env: Mapping[str, str]) -> None:
+    for command in (["git", "checkout", "--", "."], ["git", "clean", "-fdq"]):
+        subprocess.run(command, cwd=workspace, env=dict(env), capture_output=True, stdin=subprocess.DEVNULL)
+
+
+def _eval_type(instance: Instance) -> str:
+    from swebench.harness.constants import FAIL_ONLY_REPOS
+
+    return "fail_only" if instance.repo in FAIL_ONLY_REPOS else "pass_and_fail"
+
+
+def grade_all(instances: Sequence[Instance], predictions: Mapping[str, Prediction], options: TestbedOptions,
+              output: Path, *, workers: int, network_prefix: Sequence[str], timeout_s: float,
+              emit: HarnessSink) -> dict[str, Any]:
+    """Grade every instance that has a prediction, skipping those whose report for the same patch exists;
+    write `output/summary.json` and return it."""
+    outcomes: dict[str, GradeOutcome] = {}
+    pending: list[Instance] = []
+    for instance in instances:
+        prediction = predictions.get(instance.instance_id)
+        if prediction is None:
+            continue
+        earlier = _earlier_outcome(instance.instance_id, prediction, output / INSTANCES_DIR / instance.instance_id)
+        if earlier is None:
+            pending.append(instance)
+        else:
+            outcomes[instance.instance_id] = earlier
+            emit(InstanceFinished(instance.instance_id, earlier.verdict, earlier.detail, resumed=True))
+
+    def attempt(instance: Instance) -> GradeOutcome:
+        emit(InstanceStarted(instance.instance_id))
+        prediction = predictions[instance.instance_id]
+        out_dir = output / INSTANCES_DIR / instance.instance_id
+        try:
+            outcome = grade_prediction(instance, prediction.model_patch, prediction.model_name_or_path, options,
+                                       out_dir, network_prefix=network_prefix, timeout_s=timeout_s)
+        except Exception as exc:  # a bug must cost one instance, not the run
+            reason, trace = describe_crash(exc)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "error.log").write_text(trace, encoding="utf-8")
+            outcome = GradeOutcome(instance.instance_id, "error", reason)
+        emit(InstanceFinished(instance.instance_id, outcome.verdict, outcome.detail, outcome.seconds))
+        return outcome
+
+    for outcome in map_unordered(attempt, pending, workers):
+        outcomes[outcome.instance_id] = outcome
+    summary = run_summary([i.instance_id for i in instances], predictions,
+                          {instance_id: outcome.verdict for instance_id, outcome in outcomes.items()})
+    output.mkdir(parents=True, exist_ok=True)
+    (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _earlier_outcome(instance_id: str, prediction: Prediction, out_dir: Path) -> GradeOutcome | None:
+    """The verdict an earlier `grade` wrote for this very patch, if any; errors are always tried again."""
+    patch = prediction.model_patch
+    if not patch or not patch.strip():
+        return GradeOutcome(instance_id, "empty", "the prediction's patch is empty")
+    try:
+        if (out_dir / "patch.diff").read_text(encoding="utf-8") != patch:
+            return None
+        return outcome_from_report(instance_id, json.loads((out_dir / REPORT_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError):
+        return None

@@ -1,0 +1,101 @@
+"""A testbed: the pruned workspace of one instance with its environment active, where run and grade both start.
+
+It is what SWE-bench's instance container holds, without Docker: the repository at the base commit and
+nothing of its future, the (repo, version) environment cloned for this instance and the repository
+installed into it, and whatever that install changed committed as the setup state, so a patch taken later
+holds the agent's changes only. Everything lives in one scratch directory, removed when the testbed closes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swe_harness.dataset import Instance
+from swe_harness.environment import Environment, EnvironmentSpec, activate, ensure_environment, environment_spec
+from swe_harness.errors import HarnessError, InstanceError
+from swe_harness.repos import find_mirror
+from swe_harness.workspace import commit_setup_state, prepare_workspace
+
+_INTERPRETER_VARIABLES = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV",
+                                    "CONDA_PREFIX"})
+"""The caller's settings that would make the instance's Python look at another installation."""
+
+
+@dataclass(frozen=True)
+class TestbedOptions:
+    """Where mirrors, environments and scratch space live; shared by every instance of a run."""
+
+    __test__ = False  # a name starting with "Test" is not a test class
+
+    repos_dir: Path
+    """Mirrors named `owner__name`, bare or not; missing ones are cloned here when `clone_missing`."""
+    cache_dir: Path
+    """Built environments, reused across instances and runs."""
+    base_env: Mapping[str, str] = field(default_factory=dict)
+    """The environment every command of the instance starts from (the caller's, less API keys)."""
+    extra_specs: Path | None = None
+    """A TOML file of environment specs (the shape of specs/python.toml) for repositories the built-in specs
+    do not know, or to replace theirs."""
+    scratch_root: Path | None = None
+    """Where testbeds are made; the system's temporary directory when None."""
+    clone_missing: bool = True
+
+
+@dataclass(frozen=True)
+class Testbed:
+    """An instance ready to work on: `variables` is the whole environment its commands run with."""
+
+    __test__ = False  # a name starting with "Test" is not a test class
+
+    instance: Instance
+    workspace: Path
+    scratch: Path
+    setup_commit: str
+    """HEAD after the environment's install: patches are taken and applied against it."""
+    spec: EnvironmentSpec
+    environment: Environment
+    variables: Mapping[str, str]
+    setup_s: float
+    """Seconds spent making the testbed, the environment's build included."""
+
+
+@contextmanager
+def open_testbed(instance: Instance, options: TestbedOptions, log_dir: Path) -> Iterator[Testbed]:
+    """Make the testbed and remove it afterwards; every failure is an InstanceError naming the instance.
+
+    The environment's build and install logs go to `log_dir`, which outlives the testbed.
+    """
+    started = time.monotonic()
+    scratch = Path(tempfile.mkdtemp(prefix=f"kcode-swe-{instance.instance_id[:40]}-", dir=options.scratch_root))
+    try:
+        try:
+            testbed = _make(instance, options, scratch, log_dir, started)
+        except InstanceError:
+            raise
+        except HarnessError as exc:
+            raise InstanceError(instance.instance_id, str(exc)) from None
+        yield testbed
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _make(instance: Instance, options: TestbedOptions, scratch: Path, log_dir: Path, started: float) -> Testbed:
+    spec = environment_spec(instance.repo, instance.version, options.extra_specs)
+    mirror = find_mirror(options.repos_dir, instance.repo, clone_missing=options.clone_missing)
+    workspace = scratch / instance.repo.split("/")[-1]
+    prepare_workspace(mirror, instance.base_commit, workspace)
+    base_env = {name: value for name, value in options.base_env.items() if name not in _INTERPRETER_VARIABLES}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    environment = ensure_environment(spec, mirror, instance.environment_setup_commit, options.cache_dir,
+                                     log=log_dir / "environment.log", environ=base_env)
+    variables = {**base_env, **activate(environment, workspace, scratch, log=log_dir / "environment.log",
+                                        environ=base_env)}
+    setup_commit = commit_setup_state(workspace)
+    return Testbed(instance=instance, workspace=workspace, scratch=scratch, setup_commit=setup_commit, spec=spec,
+                   environment=environment, variables=variables, setup_s=time.monotonic() - started)
