@@ -16,6 +16,7 @@ import typer
 from kcode import __version__
 
 if TYPE_CHECKING:
+    from kcode.commands.eval import Selection
     from kcode.config import Settings
 
 app = typer.Typer(
@@ -151,6 +152,122 @@ def sessions(
     from kcode.config import data_dir
 
     print_sessions(data_dir(os.environ) / "sessions", None if all_workspaces else path)
+
+
+eval_app = typer.Typer(help="SWE-bench: run the agent on instances and grade patches with the official grader.",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+_DATASET = typer.Option(..., "--dataset", "-d", exists=True, help="SWE-bench instances: .parquet, .json, .jsonl, "
+                        "or a directory saved by `datasets`.")
+_IDS = typer.Argument(None, metavar="[IDS]...", help="Instance ids to take (default: all).")
+_PATTERN = typer.Option(None, "--pattern", help="Take the instances whose id matches this glob, e.g. 'psf__*'.")
+_SLICE = typer.Option(None, "--slice", metavar="A:B", help="Take this slice of the selected instances, e.g. 0:50.")
+_REPOS = typer.Option(..., "--repos", file_okay=False, help="Mirrors named owner__name (bare or not, or symlinks); "
+                      "missing ones are cloned here.")
+_OUTPUT = typer.Option(..., "--output", "-o", file_okay=False, help="Where results go; rerunning resumes.")
+_WORKERS = typer.Option(1, "--workers", "-w", min=1, help="Instances worked on at once.")
+_CACHE = typer.Option(None, "--cache-dir", file_okay=False,
+                      help="Where environments are built and reused (default: $XDG_CACHE_HOME/kcode/swe).")
+_JSON = typer.Option(False, "--json", help="Print one JSON event per line on stdout instead of a progress bar.")
+_ENV_SPECS = typer.Option(None, "--env-specs", exists=True, dir_okay=False,
+                          help="A TOML file of environment specs for repositories the built-in ones lack.")
+
+
+def _selection(dataset: Path, ids: list[str] | None, pattern: str | None, slice_spec: str | None, repos: Path,
+               output: Path, cache: Path | None, workers: int, json_events: bool, env_specs: Path | None) -> Selection:
+    from kcode.commands.eval import Selection
+    from kcode.config import cache_dir
+
+    return Selection(dataset=dataset, ids=ids or [], pattern=pattern, slice_spec=slice_spec, repos=repos.resolve(),
+                     output=output.resolve(), cache=(cache or cache_dir(os.environ) / "swe").resolve(),
+                     workers=workers, json_events=json_events,
+                     env_specs=env_specs.resolve() if env_specs is not None else None)
+
+
+@eval_app.command("run")
+def eval_run(
+    dataset: Path = _DATASET,
+    ids: list[str] | None = _IDS,
+    pattern: str | None = _PATTERN,
+    slice_spec: str | None = _SLICE,
+    repos: Path = _REPOS,
+    output: Path = _OUTPUT,
+    workers: int = _WORKERS,
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Most model calls per instance."),
+    cost_limit: float | None = typer.Option(None, "--cost-limit", min=0.0, help="US dollars per instance."),
+    time_limit: float | None = typer.Option(None, "--time-limit", min=1.0, help="Seconds per instance."),
+    cache: Path | None = _CACHE,
+    env_specs: Path | None = _ENV_SPECS,
+    json_events: bool = _JSON,
+    model: str | None = _MODEL,
+    base_url: str | None = _BASE_URL,
+    profile: str | None = _PROFILE,
+    config: Path | None = _CONFIG,
+    assignments: list[str] = _SET,
+) -> None:
+    """Run the agent on SWE-bench instances: predictions.jsonl and one trajectory per instance.
+
+    Exit codes: 0 every instance reached an outcome, 1 some ended in an error, 2 usage or configuration
+    error, 130 interrupted (rerun the same command to resume).
+    """
+    from kcode.commands.eval import EvalExit
+    from kcode.commands.eval import eval_run as run
+    from kcode.errors import KcodeError
+
+    limits = [f"cost_limit_usd={cost_limit}"] * (cost_limit is not None) + \
+        [f"time_limit_s={time_limit}"] * (time_limit is not None)
+    try:
+        selection = _selection(dataset, ids, pattern, slice_spec, repos, output, cache, workers, json_events,
+                               env_specs)
+        settings = _load(profile, model, base_url, config, [*assignments, *limits])
+        code = run(selection, settings, max_steps=max_steps)
+    except KcodeError as exc:
+        raise _fail(str(exc), EvalExit.USAGE) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted; finished instances are kept, rerun the same command to resume",
+                    EvalExit.INTERRUPTED) from None
+    raise typer.Exit(int(code))
+
+
+@eval_app.command("grade")
+def eval_grade(
+    dataset: Path = _DATASET,
+    ids: list[str] | None = _IDS,
+    pattern: str | None = _PATTERN,
+    slice_spec: str | None = _SLICE,
+    predictions: Path | None = typer.Option(None, "--predictions", exists=True, dir_okay=False,
+                                            help="predictions.jsonl (instance_id, model_name_or_path, model_patch)."),
+    gold: bool = typer.Option(False, "--gold", help="Grade each instance's own gold patch, to check environments."),
+    repos: Path = _REPOS,
+    output: Path = _OUTPUT,
+    workers: int = _WORKERS,
+    timeout: float = typer.Option(1800.0, "--timeout", min=1.0, help="Seconds the tests of one instance may run."),
+    cache: Path | None = _CACHE,
+    env_specs: Path | None = _ENV_SPECS,
+    json_events: bool = _JSON,
+) -> None:
+    """Grade patches with SWE-bench's own grader: a report.json per instance and summary.json.
+
+    Exit codes: 0 every instance reached a verdict, 1 some ended in an error, 2 usage or configuration
+    error, 130 interrupted (rerun the same command to resume).
+    """
+    from kcode.commands.eval import EvalExit
+    from kcode.commands.eval import eval_grade as grade
+    from kcode.errors import KcodeError
+
+    if (predictions is None) == (not gold):
+        raise _fail("give exactly one of --predictions FILE or --gold", EvalExit.USAGE)
+    try:
+        selection = _selection(dataset, ids, pattern, slice_spec, repos, output, cache, workers, json_events,
+                               env_specs)
+        code = grade(selection, predictions, timeout_s=timeout, environ=os.environ)
+    except KcodeError as exc:
+        raise _fail(str(exc), EvalExit.USAGE) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted; finished instances are kept, rerun the same command to resume",
+                    EvalExit.INTERRUPTED) from None
+    raise typer.Exit(int(code))
 
 
 engine_app = typer.Typer(help="The local K2 / DeepSeek-V3 engine's own tools.", no_args_is_help=True)

@@ -201,6 +201,11 @@ def data_dir(env: Mapping[str, str]) -> Path:
     return _xdg_dir(env, "XDG_DATA_HOME", ".local/share")
 
 
+def cache_dir(env: Mapping[str, str]) -> Path:
+    """Where rebuildable things live (the SWE-bench harness's environments): `$XDG_CACHE_HOME/kcode`."""
+    return _xdg_dir(env, "XDG_CACHE_HOME", ".cache")
+
+
 def _xdg_dir(env: Mapping[str, str], variable: str, fallback: str) -> Path:
     """`$variable/kcode`, or `~/fallback/kcode`; the XDG spec says relative values are to be ignored."""
     root = env.get(variable)

@@ -86,6 +86,14 @@ def test_only_the_engine_boundary_reaches_engine_or_torch_even_lazily() -> None:
     assert bad == []
 
 
+def test_only_the_eval_command_and_its_progress_view_reach_the_harness() -> None:
+    allowed = {"kcode/commands/eval.py", "kcode/ui/eval_progress.py"}
+    bad = [f"{path.relative_to(REPO)}:{line} imports {module}" for path in sources("kcode")
+           if str(path.relative_to(REPO)) not in allowed
+           for line, module in imports(path, import_time_only=True) if module == "swe_harness"]
+    assert bad == []
+
+
 def test_the_harness_never_imports_the_ui() -> None:
     bad = [f"{path.relative_to(REPO)}:{line} imports {module}" for path in sources("swe_harness")
            for line, module in full_imports(path)

@@ -19,7 +19,17 @@ def test_help_imports_neither_the_engine_nor_the_api_client() -> None:
         "import sys\nfrom kcode import cli\nsys.argv = ['kcode', '--help']\n"
         "try:\n    cli.main()\nexcept SystemExit:\n    pass")
     assert "kcode.cli" in modules
-    assert not {m for m in modules if m.split(".")[0] in ("openai", "prompt_toolkit", *HEAVY)}
+    assert not {m for m in modules if m.split(".")[0] in ("openai", "prompt_toolkit", "swe_harness", "swebench",
+                                                          *HEAVY)}
+
+
+def test_eval_help_and_the_harness_leave_the_grader_and_the_engine_out() -> None:
+    modules = _modules_after(
+        "import sys\nfrom kcode import cli\nsys.argv = ['kcode', 'eval', 'run', '--help']\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "import kcode.commands.eval, swe_harness.run, swe_harness.grading")
+    assert "swe_harness.grading" in modules
+    assert not {m for m in modules if m.split(".")[0] in ("swebench", "datasets", "pyarrow", *HEAVY)}
 
 
 def test_chat_with_a_remote_model_loads_no_engine() -> None:

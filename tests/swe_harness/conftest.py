@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from swe_harness.testbed import TestbedOptions
+from tests.kcode.openai_server import ScriptedServer
 from tests.swe_harness.task_repo import REPO, TaskRepo, make_task_repo
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -48,3 +49,10 @@ def testbed_options(task: TaskRepo, env_specs: Path, env_cache: Path, tmp_path: 
     yield TestbedOptions(repos_dir=task.mirrors_dir, cache_dir=env_cache, base_env=dict(os.environ),
                          extra_specs=env_specs, scratch_root=scratch, clone_missing=False)
     assert not any(scratch.iterdir()), "a testbed outlived its instance"
+
+
+@pytest.fixture
+def openai_server() -> Iterator[ScriptedServer]:
+    """The scripted OpenAI-compatible model on 127.0.0.1 that the kcode tests use too."""
+    with ScriptedServer() as server:
+        yield server

@@ -1,0 +1,164 @@
+"""Running the agent on one instance: the same loop, toolset and clamp as `kcode fix`, in the instance's testbed.
+
+The agent's shell has the instance's environment on its PATH and no network; the task prompt is the issue
+and SWE-bench's rule (do not touch the tests); the patch is the diff from the setup state, new files
+included. A step, token or cost limit ends the attempt with what the agent has done so far as its patch,
+as SWE-agent's autosubmission does; running out of wall time, a failed model API or a crash is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Literal
+
+from kcode.agent.approvals import headless_approvals
+from kcode.agent.events import Event, TurnEndReason, UsageReport
+from kcode.agent.loop import Agent
+from kcode.agent.trajectory import TrajectoryWriter
+from kcode.backends.factory import make_backend
+from kcode.commands.agent_setup import budget, compactor, new_conversation
+from kcode.config import Settings
+from kcode.messages import user
+from swe_harness.dataset import Instance
+from swe_harness.errors import InstanceError
+from swe_harness.events import HarnessSink, InstanceFinished, InstanceStarted, InstanceStep
+from swe_harness.predictions import Prediction, PredictionWriter, load_predictions
+from swe_harness.testbed import Testbed, TestbedOptions, open_testbed
+from swe_harness.workers import describe_crash, map_unordered
+from swe_harness.workspace import workspace_diff
+from tools.standard import standard_toolset
+
+RunStatus = Literal["submitted", "limit", "error"]
+PREDICTIONS_FILE = "predictions.jsonl"
+INSTANCES_DIR = "instances"
+TRAJECTORY_FILE = "trajectory.jsonl"
+RESULT_FILE = "result.json"
+
+_FINISHED: dict[TurnEndReason, RunStatus] = {
+    "submitted": "submitted", "answered": "submitted",
+    "step_limit": "limit", "token_limit": "limit", "cost_limit": "limit", "repeated_call": "limit",
+}
+"""How the agent's turn ended, as the harness counts it; any other ending (time limit, API error, Ctrl-C) is an
+error and leaves no prediction."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What the agent did with one instance; written to `result.json` beside its trajectory."""
+
+    instance_id: str
+    status: RunStatus
+    reason: str
+    """The turn's end reason (`submitted`, `step_limit`, ...) or the error's message."""
+    patch: str
+    steps: int
+    cost_usd: float | None
+    seconds: float
+
+
+def run_instance(instance: Instance, settings: Settings, options: TestbedOptions, out_dir: Path, *,
+                 network_prefix: Sequence[str], max_steps: int | None = None,
+                 on_step: Callable[[int], None] | None = None) -> RunOutcome:
+    """Let the agent work on `instance`; its trajectory and result go to `out_dir`. Never raises for the
+    instance's own failures: they come back as an `error` outcome, so the run goes on."""
+    started = time.monotonic()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counter = _StepCounter(on_step)
+    try:
+        with open_testbed(instance, options, out_dir) as testbed:
+            reason = _work(testbed, settings, out_dir, counter, network_prefix, max_steps)
+            patch = workspace_diff(testbed.workspace, testbed.setup_commit)
+    except InstanceError as exc:
+        outcome = RunOutcome(instance.instance_id, "error", exc.reason, "", counter.steps, counter.cost_usd,
+                             time.monotonic() - started)
+    else:
+        status = _FINISHED.get(reason, "error")
+        outcome = RunOutcome(instance.instance_id, status, reason, patch if status != "error" else "",
+                             counter.steps, counter.cost_usd, time.monotonic() - started)
+    (out_dir / RESULT_FILE).write_text(json.dumps(asdict(outcome), indent=2) + "\n", encoding="utf-8")
+    return outcome
+
+
+def task_prompt(instance: Instance, workspace: Path) -> str:
+    """The first user message: the issue, the rule about tests, and how to work and finish."""
+    template = (resources.files("swe_harness") / "prompts" / "task.md").read_text(encoding="utf-8")
+    return Template(template).substitute(problem_statement=instance.problem_statement.strip(),
+                                         workspace=str(workspace))
+
+
+def _work(testbed: Testbed, settings: Settings, out_dir: Path, counter: _StepCounter,
+          network_prefix: Sequence[str], max_steps: int | None) -> TurnEndReason:
+    backend = make_backend(settings)
+    trajectory = TrajectoryWriter(out_dir / TRAJECTORY_FILE, {
+        "instance_id": testbed.instance.instance_id, "model": settings.profile.model,
+        "workspace": str(testbed.workspace), "base_commit": testbed.instance.base_commit,
+        "setup_commit": testbed.setup_commit, "python": testbed.environment.python_version})
+
+    def emit(event: Event) -> None:
+        trajectory(event)
+        counter(event)
+
+    with standard_toolset(testbed.workspace, settings.tool_settings(), submit=True,
+                          spill_dir=testbed.scratch / "spill", hidden_env=settings.secret_variables(),
+                          extra_env=testbed.variables, shell_launcher=network_prefix) as toolset:
+        agent = Agent(backend, toolset, emit, conversation=new_conversation(testbed.workspace, toolset),
+                      budget=budget(settings, max_steps=max_steps), approvals=headless_approvals(True),
+                      compactor=compactor(settings, backend, testbed.workspace))
+        return agent.run_turn(user(task_prompt(testbed.instance, testbed.workspace)))
+
+
+class _StepCounter:
+    """Counts the model's completions and keeps the running cost, for the result and a live progress line."""
+
+    def __init__(self, on_step: Callable[[int], None] | None) -> None:
+        self.steps = 0
+        self.cost_usd: float | None = None
+        self._on_step = on_step
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, UsageReport):
+            self.steps += 1
+            self.cost_usd = event.cost_usd
+            if self._on_step is not None:
+                self._on_step(self.steps)
+
+
+
+def run_all(instances: Sequence[Instance], settings: Settings, options: TestbedOptions, output: Path, *,
+            workers: int, network_prefix: Sequence[str], emit: HarnessSink,
+            max_steps: int | None = None) -> list[RunOutcome]:
+    """Run every instance not already in `output/predictions.jsonl`; append each finished one there.
+
+    Errors leave no prediction, so rerunning the same command tries them again and skips the rest.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    writer = PredictionWriter(output / PREDICTIONS_FILE)
+    done = load_predictions(writer.path) if writer.path.exists() else {}
+    for instance_id in (i.instance_id for i in instances if i.instance_id in done):
+        emit(InstanceFinished(instance_id, "submitted", "finished by an earlier run", resumed=True))
+
+    def attempt(instance: Instance) -> RunOutcome:
+        emit(InstanceStarted(instance.instance_id))
+        out_dir = output / INSTANCES_DIR / instance.instance_id
+        try:
+            outcome = run_instance(instance, settings, options, out_dir, network_prefix=network_prefix,
+                                   max_steps=max_steps,
+                                   on_step=lambda steps: emit(InstanceStep(instance.instance_id, steps)))
+        except Exception as exc:  # a bug or a backend that cannot start: this instance's error, not the run's
+            reason, trace = describe_crash(exc)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "error.log").write_text(trace, encoding="utf-8")
+            outcome = RunOutcome(instance.instance_id, "error", reason, "", 0, None, 0.0)
+        if outcome.status != "error":
+            writer.append(Prediction(instance.instance_id, settings.profile.model, outcome.patch))
+        emit(InstanceFinished(instance.instance_id, outcome.status, outcome.reason, outcome.seconds))
+        return outcome
+
+    pending = [instance for instance in instances if instance.instance_id not in done]
+    return list(map_unordered(attempt, pending, workers))
