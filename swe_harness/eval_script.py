@@ -6,6 +6,10 @@ reset again. Here the environment is already active (its variables come with the
 lines go, `/testbed` becomes the workspace, and the line that would write the user's global git config is
 dropped. Rows without a script (older releases, hand-written instances) get one of the same shape from the
 environment spec's install and test commands.
+
+`split_at_tests` cuts a script where the test output starts: the part before (reinstall the repository,
+reset and patch the test files) may reach the package index, as it does in SWE-bench's container, since a
+patch may add a dependency; the tests themselves run with no network.
 """
 
 from __future__ import annotations
@@ -83,6 +87,22 @@ def generated_eval_script(instance: Instance, spec: EnvironmentSpec, workspace: 
         f"git checkout {base} {files}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def split_at_tests(script: str) -> tuple[str, str]:
+    """(the script up to the start-of-tests marker, the rest), each with the script's own header lines
+    (shebang, `set` options) so both run as the whole did; ("", script) when there is no marker."""
+    lines = script.splitlines()
+    header = [line for line in lines[:2] if line.startswith("#!") or line.startswith("set ")]
+    heredoc_end: str | None = None
+    for index, line in enumerate(lines):
+        if heredoc_end is not None:
+            heredoc_end = None if line == heredoc_end else heredoc_end
+        elif line == f": '{START_MARKER}'":
+            return "\n".join(lines[:index]) + "\n", "\n".join([*header, *lines[index:]]) + "\n"
+        elif (opened := _HEREDOC.search(line)) is not None:
+            heredoc_end = opened.group(1)
+    return "", script
 
 
 def patched_files(patch: str) -> list[str]:

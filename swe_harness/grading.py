@@ -1,13 +1,14 @@
 """Grading one prediction as SWE-bench does, without Docker, so that the verdict is the official grader's.
 
 In a fresh testbed: apply the model patch with SWE-bench's fallback chain, run the instance's eval script
-(reset the test files, apply `test_patch`, run the tests between the official markers) with no network and
-a timeout, then hand the log to `swebench`'s own `make_test_spec` and `get_eval_report`. What this module
+(reinstall, reset the test files, apply `test_patch`, then the tests between the official markers with no
+network) under a timeout, then hand the log to `swebench`'s own `make_test_spec` and `get_eval_report`. What this module
 decides itself is only how the commands run; what counts as passing is the official package's call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,12 +21,12 @@ from typing import Any, Literal
 
 from swe_harness.dataset import Instance
 from swe_harness.errors import InstanceError
-from swe_harness.eval_script import local_eval_script
+from swe_harness.eval_script import local_eval_script, split_at_tests
 from swe_harness.events import HarnessSink, InstanceFinished, InstanceStarted
 from swe_harness.predictions import Prediction
 from swe_harness.report import run_summary
 from swe_harness.testbed import Testbed, TestbedOptions, open_testbed
-from swe_harness.workers import describe_crash, map_unordered
+from swe_harness.workers import Cancellation, describe_crash, map_unordered
 
 Verdict = Literal["resolved", "unresolved", "empty", "error"]
 
@@ -56,7 +57,8 @@ class GradeOutcome:
 
 
 def grade_prediction(instance: Instance, patch: str | None, model_name: str, options: TestbedOptions,
-                     out_dir: Path, *, network_prefix: Sequence[str], timeout_s: float) -> GradeOutcome:
+                     out_dir: Path, *, network_prefix: Sequence[str], timeout_s: float,
+                     cancellation: Cancellation | None = None) -> GradeOutcome:
     """Grade `patch` for `instance`, writing `report.json`, `test_output.txt`, `eval.sh` and `patch.diff` into
     `out_dir`. An empty patch is not run (SWE-bench counts it apart); a patch that does not apply, or a
     testbed that cannot be made, is an error, as in the official harness."""
@@ -67,7 +69,8 @@ def grade_prediction(instance: Instance, patch: str | None, model_name: str, opt
     (out_dir / "patch.diff").write_text(patch, encoding="utf-8")
     try:
         with open_testbed(instance, options, out_dir) as testbed:
-            report = _grade_in(testbed, patch, model_name, out_dir, network_prefix, timeout_s)
+            report = _grade_in(testbed, patch, model_name, out_dir, network_prefix, timeout_s,
+                               cancellation or Cancellation())
     except InstanceError as exc:
         return GradeOutcome(instance.instance_id, "error", exc.reason, time.monotonic() - started)
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -90,7 +93,7 @@ def outcome_from_report(instance_id: str, report: Mapping[str, Any], seconds: fl
 
 
 def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, network_prefix: Sequence[str],
-              timeout_s: float) -> dict[str, Any]:
+              timeout_s: float, cancellation: Cancellation) -> dict[str, Any]:
     from swebench.harness.grading import get_eval_report  # heavy: only grading pays for it
     from swebench.harness.utils import make_test_spec
 
@@ -105,10 +108,19 @@ def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, netw
               **instance.grading_record(),
               "eval_script": local_eval_script(instance, testbed.spec, testbed.workspace)}
     test_spec = make_test_spec(record)
-    script = out_dir / "eval.sh"
-    script.write_text(test_spec.eval_script, encoding="utf-8")
+    (out_dir / "eval.sh").write_text(test_spec.eval_script, encoding="utf-8")
+    install_part, test_part = split_at_tests(test_spec.eval_script)
+    (out_dir / "eval_install.sh").write_text(install_part, encoding="utf-8")
+    (out_dir / "eval_tests.sh").write_text(test_part, encoding="utf-8")
     test_started = time.monotonic()
-    timed_out = run_script(script, testbed.workspace, testbed.variables, test_log, network_prefix, timeout_s)
+    online = {name: value for name, value in testbed.variables.items() if name != "PIP_NO_INDEX"}
+    timed_out = run_script(out_dir / "eval_install.sh", testbed.workspace, online, test_log, (), timeout_s,
+                           cancellation) if install_part else False
+    if not timed_out and not cancellation.cancelled:
+        timed_out = run_script(out_dir / "eval_tests.sh", testbed.workspace, testbed.variables, test_log,
+                               network_prefix, timeout_s, cancellation, append=bool(install_part))
+    if cancellation.cancelled:
+        raise InstanceError(instance.instance_id, "interrupted before the tests finished")
     test_s = time.monotonic() - test_started
     prediction = {"instance_id": instance.instance_id, "model_name_or_path": model_name, "model_patch": patch}
     report: dict[str, Any] = get_eval_report(test_spec, prediction, str(test_log), include_tests_status=True)
@@ -136,34 +148,37 @@ def apply_patch(workspace: Path, patch_file: Path, env: Mapping[str, str]) -> tu
 
 
 def run_script(script: Path, workspace: Path, env: Mapping[str, str], log: Path, network_prefix: Sequence[str],
-               timeout_s: float) -> bool:
-    """Run `script` with bash in `workspace`, cut off from the network, its output into `log`; True if it was
-    killed at `timeout_s` (the whole process group goes, and the log says so as SWE-bench's does)."""
-    with log.open("wb") as out:
+               timeout_s: float, cancellation: Cancellation | None = None, *, append: bool = False) -> bool:
+    """Run `script` with bash in `workspace` behind `network_prefix`, its output into `log`; True if it was
+    killed at `timeout_s` (the whole process group goes, and the log says so as SWE-bench's does). A
+    cancellation kills it too, at once."""
+    with log.open("ab" if append else "wb") as out:
         process = subprocess.Popen([*network_prefix, "bash", str(script)], cwd=workspace, env=dict(env),
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-        try:
-            process.wait(timeout=timeout_s)
-            return False
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
+        with (cancellation or Cancellation()).on_cancel(lambda: _signal_group(process, signal.SIGKILL)):
+            try:
+                process.wait(timeout=timeout_s)
+                return False
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
     with log.open("a", encoding="utf-8") as out:
         out.write(f"\n{TESTS_TIMEOUT} after {timeout_s:g} seconds\n")
     return True
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, signum)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=2)
-            break
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM to the script's whole process group, SIGKILL to what is left after two seconds."""
+    _signal_group(process, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=2)
+    _signal_group(process, signal.SIGKILL)  # children that outlived their parent too
+    process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)
 
 
 def _reset(workspace: Path, env: Mapping[str, str]) -> None:
@@ -195,13 +210,16 @@ def grade_all(instances: Sequence[Instance], predictions: Mapping[str, Predictio
             outcomes[instance.instance_id] = earlier
             emit(InstanceFinished(instance.instance_id, earlier.verdict, earlier.detail, resumed=True))
 
+    cancellation = Cancellation()
+
     def attempt(instance: Instance) -> GradeOutcome:
         emit(InstanceStarted(instance.instance_id))
         prediction = predictions[instance.instance_id]
         out_dir = output / INSTANCES_DIR / instance.instance_id
         try:
             outcome = grade_prediction(instance, prediction.model_patch, prediction.model_name_or_path, options,
-                                       out_dir, network_prefix=network_prefix, timeout_s=timeout_s)
+                                       out_dir, network_prefix=network_prefix, timeout_s=timeout_s,
+                                       cancellation=cancellation)
         except Exception as exc:  # a bug must cost one instance, not the run
             reason, trace = describe_crash(exc)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +228,7 @@ def grade_all(instances: Sequence[Instance], predictions: Mapping[str, Predictio
         emit(InstanceFinished(instance.instance_id, outcome.verdict, outcome.detail, outcome.seconds))
         return outcome
 
-    for outcome in map_unordered(attempt, pending, workers):
+    for outcome in map_unordered(attempt, pending, workers, cancellation):
         outcomes[outcome.instance_id] = outcome
     summary = run_summary([i.instance_id for i in instances], predictions,
                           {instance_id: outcome.verdict for instance_id, outcome in outcomes.items()})

@@ -19,6 +19,7 @@ from typing import Literal
 
 from kcode.agent.approvals import headless_approvals
 from kcode.agent.events import Event, TurnEndReason, UsageReport
+from kcode.agent.limits import Budget
 from kcode.agent.loop import Agent
 from kcode.agent.trajectory import TrajectoryWriter
 from kcode.backends.factory import make_backend
@@ -30,7 +31,7 @@ from swe_harness.errors import InstanceError
 from swe_harness.events import HarnessSink, InstanceFinished, InstanceStarted, InstanceStep
 from swe_harness.predictions import Prediction, PredictionWriter, load_predictions
 from swe_harness.testbed import Testbed, TestbedOptions, open_testbed
-from swe_harness.workers import describe_crash, map_unordered
+from swe_harness.workers import Cancellation, describe_crash, map_unordered
 from swe_harness.workspace import workspace_diff
 from tools.standard import standard_toolset
 
@@ -64,15 +65,18 @@ class RunOutcome:
 
 def run_instance(instance: Instance, settings: Settings, options: TestbedOptions, out_dir: Path, *,
                  network_prefix: Sequence[str], max_steps: int | None = None,
-                 on_step: Callable[[int], None] | None = None) -> RunOutcome:
+                 on_step: Callable[[int], None] | None = None,
+                 cancellation: Cancellation | None = None) -> RunOutcome:
     """Let the agent work on `instance`; its trajectory and result go to `out_dir`. Never raises for the
-    instance's own failures: they come back as an `error` outcome, so the run goes on."""
+    instance's own failures: they come back as an `error` outcome, so the run goes on. A `cancellation`
+    kills the running command and ends the turn before the next model call."""
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
     counter = _StepCounter(on_step)
     try:
         with open_testbed(instance, options, out_dir) as testbed:
-            reason = _work(testbed, settings, out_dir, counter, network_prefix, max_steps)
+            reason = _work(testbed, settings, out_dir, counter, network_prefix, max_steps,
+                           cancellation or Cancellation())
             patch = workspace_diff(testbed.workspace, testbed.setup_commit)
     except InstanceError as exc:
         outcome = RunOutcome(instance.instance_id, "error", exc.reason, "", counter.steps, counter.cost_usd,
@@ -93,7 +97,7 @@ def task_prompt(instance: Instance, workspace: Path) -> str:
 
 
 def _work(testbed: Testbed, settings: Settings, out_dir: Path, counter: _StepCounter,
-          network_prefix: Sequence[str], max_steps: int | None) -> TurnEndReason:
+          network_prefix: Sequence[str], max_steps: int | None, cancellation: Cancellation) -> TurnEndReason:
     backend = make_backend(settings)
     trajectory = TrajectoryWriter(out_dir / TRAJECTORY_FILE, {
         "instance_id": testbed.instance.instance_id, "model": settings.profile.model,
@@ -108,9 +112,24 @@ def _work(testbed: Testbed, settings: Settings, out_dir: Path, counter: _StepCou
                           spill_dir=testbed.scratch / "spill", hidden_env=settings.secret_variables(),
                           extra_env=testbed.variables, shell_launcher=network_prefix) as toolset:
         agent = Agent(backend, toolset, emit, conversation=new_conversation(testbed.workspace, toolset),
-                      budget=budget(settings, max_steps=max_steps), approvals=headless_approvals(True),
-                      compactor=compactor(settings, backend, testbed.workspace))
-        return agent.run_turn(user(task_prompt(testbed.instance, testbed.workspace)))
+                      budget=_CancellableBudget(budget(settings, max_steps=max_steps), cancellation),
+                      approvals=headless_approvals(True), compactor=compactor(settings, backend, testbed.workspace))
+        shell = toolset.get("bash")
+        with cancellation.on_cancel(getattr(shell, "interrupt", lambda: None)):
+            return agent.run_turn(user(task_prompt(testbed.instance, testbed.workspace)))
+
+
+class _CancellableBudget(Budget):
+    """The run's limits, plus one that ends the turn once the evaluation is interrupted."""
+
+    def __init__(self, limits: Budget, cancellation: Cancellation) -> None:
+        super().__init__(limits.limits, limits.pricing)
+        self._cancellation = cancellation
+
+    def exceeded(self) -> tuple[TurnEndReason, str] | None:
+        if self._cancellation.cancelled:
+            return "interrupted", "Stopped: the evaluation was interrupted."
+        return super().exceeded()
 
 
 class _StepCounter:
@@ -143,12 +162,14 @@ def run_all(instances: Sequence[Instance], settings: Settings, options: TestbedO
     for instance_id in (i.instance_id for i in instances if i.instance_id in done):
         emit(InstanceFinished(instance_id, "submitted", "finished by an earlier run", resumed=True))
 
+    cancellation = Cancellation()
+
     def attempt(instance: Instance) -> RunOutcome:
         emit(InstanceStarted(instance.instance_id))
         out_dir = output / INSTANCES_DIR / instance.instance_id
         try:
             outcome = run_instance(instance, settings, options, out_dir, network_prefix=network_prefix,
-                                   max_steps=max_steps,
+                                   max_steps=max_steps, cancellation=cancellation,
                                    on_step=lambda steps: emit(InstanceStep(instance.instance_id, steps)))
         except Exception as exc:  # a bug or a backend that cannot start: this instance's error, not the run's
             reason, trace = describe_crash(exc)
@@ -161,4 +182,4 @@ def run_all(instances: Sequence[Instance], settings: Settings, options: TestbedO
         return outcome
 
     pending = [instance for instance in instances if instance.instance_id not in done]
-    return list(map_unordered(attempt, pending, workers))
+    return list(map_unordered(attempt, pending, workers, cancellation))

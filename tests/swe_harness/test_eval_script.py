@@ -9,7 +9,13 @@ import pytest
 
 from swe_harness.dataset import Instance
 from swe_harness.environment import EnvironmentSpec
-from swe_harness.eval_script import adapt_eval_script, generated_eval_script, local_eval_script, patched_files
+from swe_harness.eval_script import (
+    adapt_eval_script,
+    generated_eval_script,
+    local_eval_script,
+    patched_files,
+    split_at_tests,
+)
 
 TEST_PATCH = """diff --git a/tests/test_calc.py b/tests/test_calc.py
 --- a/tests/test_calc.py
@@ -73,3 +79,14 @@ def test_patched_files_reads_the_diff_headers_once_each() -> None:
     assert patched_files(TEST_PATCH + TEST_PATCH) == ["tests/test_calc.py", "tests/data.json"]
     with pytest.raises(ValueError, match="touches no file"):
         generated_eval_script(Instance(**{**instance().__dict__, "test_patch": ""}), SPEC, Path("/w"))
+
+
+def test_the_script_splits_where_the_tests_start_and_both_halves_keep_the_header() -> None:
+    install, tests = split_at_tests(SCRIPT)
+    assert install.startswith("#!/bin/bash\nset -uxo pipefail\n") and "git apply -v" in install
+    assert TEST_PATCH in install and "pytest" not in install
+    assert tests.splitlines()[:4] == ["#!/bin/bash", "set -uxo pipefail", ": '>>>>> Start Test Output'",
+                                      "pytest -rA tests/test_calc.py"]
+    marker_in_patch = SCRIPT.replace("+x = 1", "+: '>>>>> Start Test Output'")
+    assert "+: '>>>>> Start Test Output'" in split_at_tests(marker_in_patch)[0]  # a heredoc is not the script
+    assert split_at_tests("echo no markers\n") == ("", "echo no markers\n")
