@@ -59,6 +59,10 @@ NO_MODEL_MESSAGE = (
 )
 
 
+API_KEY_VARIABLES = frozenset({"KCODE_API_KEY", "MOONSHOT_API_KEY", "OPENAI_API_KEY"})
+"""The built-in profiles' key variables, kept from the agent's shell and from repository code."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything one kcode run is configured with."""
@@ -94,7 +98,7 @@ class Settings:
 
     def secret_variables(self) -> frozenset[str]:
         """Environment variables holding model API keys: the agent's shell must not see them."""
-        names = {"KCODE_API_KEY", "MOONSHOT_API_KEY", "OPENAI_API_KEY"}
+        names = set(API_KEY_VARIABLES)
         if self.profile.api_key_env:
             names.add(self.profile.api_key_env)
         return frozenset(names)

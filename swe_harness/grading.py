@@ -104,9 +104,9 @@ def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, netw
         test_log.write_text(f"{APPLY_PATCH_FAIL}\n", encoding="utf-8")
         raise InstanceError(instance.instance_id, "the patch does not apply (git apply, --3way, --reject and "
                                                   "patch --fuzz=5 all failed)")
-    record = {"image": "", "eval_type": _eval_type(instance), "log_parser": testbed.spec.log_parser,
-              **instance.grading_record(),
-              "eval_script": local_eval_script(instance, testbed.spec, testbed.workspace)}
+    defaults = {"image": "", "eval_type": _eval_type(instance), "log_parser": testbed.spec.log_parser}
+    given = {key: value for key, value in instance.grading_record().items() if value is not None}
+    record = {**defaults, **given, "eval_script": local_eval_script(instance, testbed.spec, testbed.workspace)}
     test_spec = make_test_spec(record)
     (out_dir / "eval.sh").write_text(test_spec.eval_script, encoding="utf-8")
     install_part, test_part = split_at_tests(test_spec.eval_script)

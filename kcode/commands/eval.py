@@ -14,11 +14,11 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from rich.console import Console
 
-from kcode.config import Settings
+from kcode.config import API_KEY_VARIABLES, Settings
 from kcode.ui.eval_progress import EvalProgress, JsonEvalEvents
 from swe_harness.dataset import Instance, load_dataset, select_instances
 from swe_harness.events import HarnessSink
@@ -26,11 +26,10 @@ from swe_harness.grading import grade_all
 from swe_harness.network import no_network_prefix
 from swe_harness.predictions import Prediction, load_predictions
 from swe_harness.report import resolved_rate
-from swe_harness.run import PREDICTIONS_FILE, run_all
+from swe_harness.run import PREDICTIONS_FILE, RunOutcome, run_all
 from swe_harness.testbed import TestbedOptions
 
-API_KEY_VARIABLES = frozenset({"KCODE_API_KEY", "MOONSHOT_API_KEY", "OPENAI_API_KEY"})
-"""Hidden from repository code and the agent's shell even when no model is configured (grading)."""
+Result = TypeVar("Result")
 
 
 class EvalExit(IntEnum):
@@ -76,7 +75,7 @@ def eval_run(selection: Selection, settings: Settings, *, max_steps: int | None,
     make_backend(settings)  # a model that cannot be configured fails here, once, not per instance
     options = _testbed_options(selection, settings.secret_variables())
 
-    def work(emit: HarnessSink) -> list[Any]:
+    def work(emit: HarnessSink) -> list[RunOutcome]:
         return run_all(instances, settings, options, selection.output, workers=selection.workers,
                        network_prefix=prefix, emit=emit, max_steps=max_steps)
 
@@ -100,15 +99,13 @@ def eval_grade(selection: Selection, predictions_file: Path | None, *, timeout_s
     hidden = API_KEY_VARIABLES | {name for name in environ if name.endswith("_API_KEY")}
     options = _testbed_options(selection, hidden)
     graded = [i for i in instances if i.instance_id in predictions]
-    summary: dict[str, Any] = {}
 
-    def work(emit: HarnessSink) -> list[Any]:
-        summary.update(grade_all(instances, predictions, options, selection.output, workers=selection.workers,
-                                 network_prefix=prefix, timeout_s=timeout_s, emit=emit))
-        return []
+    def work(emit: HarnessSink) -> dict[str, Any]:
+        return grade_all(instances, predictions, options, selection.output, workers=selection.workers,
+                         network_prefix=prefix, timeout_s=timeout_s, emit=emit)
 
-    _with_progress(selection, len(graded), ("resolved", "unresolved", "empty", "error"), "grade", work,
-                   stdout, stderr)
+    summary = _with_progress(selection, len(graded), ("resolved", "unresolved", "empty", "error"), "grade", work,
+                             stdout, stderr)
     message = (f"resolved {summary['resolved_instances']} of {summary['total_instances']} "
                f"({resolved_rate(summary):.1%}); unresolved {summary['unresolved_instances']}, empty "
                f"{summary['empty_patch_instances']}, error {summary['error_instances']}, without a prediction "
@@ -124,7 +121,8 @@ def _testbed_options(selection: Selection, hidden: frozenset[str] | set[str]) ->
 
 
 def _with_progress(selection: Selection, total: int, verdicts: Sequence[str], title: str,
-                   work: Callable[[HarnessSink], list[Any]], stdout: TextIO, stderr: TextIO) -> list[Any]:
+                   work: Callable[[HarnessSink], Result], stdout: TextIO, stderr: TextIO) -> Result:
+    """`work(sink)` with the sink drawing a progress bar on stderr, or writing JSON events to stdout."""
     sink: HarnessSink
     display: AbstractContextManager[Any]
     if selection.json_events:
