@@ -18,14 +18,16 @@ from string import Template
 from typing import Literal
 
 from kcode.agent.approvals import headless_approvals
+from kcode.agent.conversation import Conversation
 from kcode.agent.events import Event, TurnEndReason, UsageReport
 from kcode.agent.limits import Budget
 from kcode.agent.loop import Agent
+from kcode.agent.prompt import project_rules, system_prompt
 from kcode.agent.trajectory import TrajectoryWriter
 from kcode.backends.factory import make_backend
-from kcode.commands.agent_setup import budget, compactor, new_conversation
+from kcode.commands.agent_setup import budget, compactor
 from kcode.config import Settings
-from kcode.messages import user
+from kcode.messages import system, user
 from swe_harness.dataset import Instance
 from swe_harness.errors import InstanceError
 from swe_harness.events import HarnessSink, InstanceFinished, InstanceStarted, InstanceStep
@@ -34,6 +36,7 @@ from swe_harness.testbed import Testbed, TestbedOptions, open_testbed
 from swe_harness.workers import Cancellation, describe_crash, map_unordered
 from swe_harness.workspace import workspace_diff
 from tools.standard import standard_toolset
+from tools.toolset import Toolset
 
 RunStatus = Literal["submitted", "limit", "error"]
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -91,9 +94,18 @@ def run_instance(instance: Instance, settings: Settings, options: TestbedOptions
 
 def task_prompt(instance: Instance, workspace: Path) -> str:
     """The first user message: the issue, the rule about tests, and how to work and finish."""
-    template = (resources.files("swe_harness") / "prompts" / "task.md").read_text(encoding="utf-8")
-    return Template(template).substitute(problem_statement=instance.problem_statement.strip(),
-                                         workspace=str(workspace))
+    return Template(_template("task.md")).substitute(problem_statement=instance.problem_statement.strip(),
+                                                     workspace=str(workspace))
+
+
+def _conversation(workspace: Path, toolset: Toolset) -> Conversation:
+    """A history holding the benchmark's system prompt: kcode's, less the advice to ask the user."""
+    prompt = system_prompt(workspace, toolset, project_rules(workspace), template=_template("system.md"))
+    return Conversation([system(prompt)])
+
+
+def _template(name: str) -> str:
+    return (resources.files("swe_harness") / "prompts" / name).read_text(encoding="utf-8")
 
 
 def _work(testbed: Testbed, settings: Settings, out_dir: Path, counter: _StepCounter,
@@ -111,7 +123,7 @@ def _work(testbed: Testbed, settings: Settings, out_dir: Path, counter: _StepCou
     with standard_toolset(testbed.workspace, settings.tool_settings(), submit=True,
                           spill_dir=testbed.scratch / "spill", hidden_env=settings.secret_variables(),
                           extra_env=testbed.variables, shell_launcher=network_prefix) as toolset:
-        agent = Agent(backend, toolset, emit, conversation=new_conversation(testbed.workspace, toolset),
+        agent = Agent(backend, toolset, emit, conversation=_conversation(testbed.workspace, toolset),
                       budget=_CancellableBudget(budget(settings, max_steps=max_steps), cancellation),
                       approvals=headless_approvals(True), compactor=compactor(settings, backend, testbed.workspace))
         shell = toolset.get("bash")

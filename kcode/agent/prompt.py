@@ -46,12 +46,16 @@ def project_rules(root: Path, max_bytes: int = MAX_RULES_BYTES) -> str:
             f"View {path} for the rest.]")
 
 
-def system_prompt(workspace: Path, toolset: Toolset, rules: str = "", *, os_name: str | None = None) -> str:
-    """The system message: where the agent is, what its tools are for, how to work, and the project's rules."""
+def system_prompt(workspace: Path, toolset: Toolset, rules: str = "", *, os_name: str | None = None,
+                  template: str | None = None) -> str:
+    """The system message: where the agent is, what its tools are for, how to work, and the project's rules.
+
+    `template` replaces prompts/system.md (the SWE-bench harness brings its own); it has the same blanks.
+    """
     tools = "\n".join(f"- `{name}`: {_first_sentence(_description(toolset, name))}" for name in toolset.names)
     rules_section = f"\n## Project rules (from {RULES_FILE}; they override the advice above)\n\n{rules}\n" \
         if rules else ""
-    return Template(load_template("system.md")).substitute(
+    return Template(template or load_template("system.md")).substitute(
         workspace=str(workspace), os=os_name or _describe_os(), tools=tools, rules=rules_section)
 
 

@@ -64,6 +64,9 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
     workspace = json.loads((output / "instances" / "acme__calc-1" / "trajectory.jsonl").read_text()
                            .splitlines()[0])["workspace"]
     assert f"{workspace}/calc/__init__.py" in environment and str(env_cache) not in environment.split()[-1]
+    system_message = openai_server.chat_requests[0].body["messages"][0]["content"]
+    assert "Nobody\nwill answer questions" in system_message and "There is no network access" in system_message
+    assert f"Workspace (the repository root; relative paths start here): {workspace}" in system_message
     task_message = openai_server.chat_requests[0].body["messages"][1]["content"]
     assert "mul() adds instead of multiplying" in task_message and "do not add, change or delete test" in task_message
 
