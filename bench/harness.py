@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -45,7 +46,8 @@ def grading_shares(dataset: Path, instance_id: str, repos: Path) -> list[dict[st
     [instance] = select_instances(load_dataset(dataset), [instance_id])
     rounds = []
     with tempfile.TemporaryDirectory(prefix="kcode-bench-") as scratch:
-        options = TestbedOptions(repos_dir=repos, cache_dir=Path(scratch) / "cache", clone_missing=False)
+        options = TestbedOptions(repos_dir=repos, cache_dir=Path(scratch) / "cache", base_env=dict(os.environ),
+                                 clone_missing=False)
         for name in ("cold", "warm"):
             out = Path(scratch) / name
             started = time.perf_counter()

@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from swe_harness.dataset import Instance
@@ -37,8 +37,9 @@ class TestbedOptions:
     """Mirrors named `owner__name`, bare or not; missing ones are cloned here when `clone_missing`."""
     cache_dir: Path
     """Built environments, reused across instances and runs."""
-    base_env: Mapping[str, str] = field(default_factory=dict)
-    """The environment every command of the instance starts from (the caller's, less API keys)."""
+    base_env: Mapping[str, str]
+    """The environment every command of the instance starts from (the caller's, less API keys); it must give
+    a PATH and a HOME, where pyenv's interpreters are found."""
     extra_specs: Path | None = None
     """A TOML file of environment specs (the shape of specs/python.toml) for repositories the built-in specs
     do not know, or to replace theirs."""
