@@ -221,7 +221,7 @@ def eval_run(
         selection = _selection(dataset, ids, pattern, slice_spec, repos, output, cache, workers, json_events,
                                env_specs)
         settings = _load(profile, model, base_url, config, [*assignments, *limits])
-        code = run(selection, settings, max_steps=max_steps)
+        code = run(selection, settings, max_steps=max_steps, environ=os.environ)
     except KcodeError as exc:
         raise _fail(str(exc), EvalExit.USAGE) from None
     except KeyboardInterrupt:

@@ -61,6 +61,13 @@ NO_MODEL_MESSAGE = (
 
 API_KEY_VARIABLES = frozenset({"KCODE_API_KEY", "MOONSHOT_API_KEY", "OPENAI_API_KEY"})
 """The built-in profiles' key variables, kept from the agent's shell and from repository code."""
+_SECRET_NAME = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
+
+
+def secret_names(environ: Mapping[str, str]) -> frozenset[str]:
+    """The variables of `environ` that look like credentials (`*_API_KEY`, `*_TOKEN`, `*SECRET*`, ...) and the
+    built-in key variables: what code kcode did not write (a benchmark's repository, say) must not see."""
+    return API_KEY_VARIABLES | {name for name in environ if _SECRET_NAME.search(name)}
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,11 @@ def load_settings(env: Mapping[str, str], overrides: Overrides | None = None) ->
 def data_dir(env: Mapping[str, str]) -> Path:
     """Where sessions and prompt history live; needs no model, so `kcode sessions` works unconfigured."""
     return _xdg_dir(env, "XDG_DATA_HOME", ".local/share")
+
+
+def config_dir(env: Mapping[str, str]) -> Path:
+    """Where config.toml lives: `$XDG_CONFIG_HOME/kcode`, default `~/.config/kcode`."""
+    return _xdg_dir(env, "XDG_CONFIG_HOME", ".config")
 
 
 def cache_dir(env: Mapping[str, str]) -> Path:

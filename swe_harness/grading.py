@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -24,9 +25,17 @@ from swe_harness.errors import InstanceError
 from swe_harness.eval_script import local_eval_script, split_at_tests
 from swe_harness.events import HarnessSink, InstanceFinished, InstanceStarted
 from swe_harness.predictions import Prediction
-from swe_harness.report import run_summary
+from swe_harness.report import (
+    ERROR_FILE,
+    INSTANCES_DIR,
+    PATCH_FILE,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    TEST_LOG_FILE,
+    run_summary,
+)
 from swe_harness.testbed import Testbed, TestbedOptions, open_testbed
-from swe_harness.workers import Cancellation, describe_crash, map_unordered
+from swe_harness.workers import Cancellation, map_unordered, record_crash
 
 Verdict = Literal["resolved", "unresolved", "empty", "error"]
 
@@ -39,10 +48,6 @@ APPLY_COMMANDS: tuple[tuple[str, ...], ...] = (
 """SWE-bench's order of attempts; the tree is reset between them, since a failed one can leave half a patch."""
 APPLY_PATCH_FAIL = ">>>>> Patch Apply Failed"
 TESTS_TIMEOUT = ">>>>> Tests Timed Out"
-INSTANCES_DIR = "instances"
-REPORT_FILE = "report.json"
-SUMMARY_FILE = "summary.json"
-TEST_LOG_FILE = "test_output.txt"
 
 
 @dataclass(frozen=True)
@@ -60,18 +65,22 @@ def grade_prediction(instance: Instance, patch: str | None, model_name: str, opt
                      out_dir: Path, *, network_prefix: Sequence[str], timeout_s: float,
                      cancellation: Cancellation | None = None) -> GradeOutcome:
     """Grade `patch` for `instance`, writing `report.json`, `test_output.txt`, `eval.sh` and `patch.diff` into
-    `out_dir`. An empty patch is not run (SWE-bench counts it apart); a patch that does not apply, or a
-    testbed that cannot be made, is an error, as in the official harness."""
+    `out_dir`. As in the official harness, an empty patch is not run (it is counted apart), and a patch that
+    does not apply, tests that do not finish in `timeout_s` or a testbed that cannot be made are errors (the
+    reason goes to `error.log`)."""
     started = time.monotonic()
-    if not patch or not patch.strip():
+    if not patch:
         return GradeOutcome(instance.instance_id, "empty", "the prediction's patch is empty")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "patch.diff").write_text(patch, encoding="utf-8")
+    for stale in (REPORT_FILE, TEST_LOG_FILE, ERROR_FILE):  # an earlier grading's verdict must not survive
+        (out_dir / stale).unlink(missing_ok=True)
+    (out_dir / PATCH_FILE).write_text(patch, encoding="utf-8", errors="surrogateescape")
     try:
         with open_testbed(instance, options, out_dir) as testbed:
             report = _grade_in(testbed, patch, model_name, out_dir, network_prefix, timeout_s,
                                cancellation or Cancellation())
     except InstanceError as exc:
+        (out_dir / ERROR_FILE).write_text(exc.reason + "\n", encoding="utf-8")
         return GradeOutcome(instance.instance_id, "error", exc.reason, time.monotonic() - started)
     (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return outcome_from_report(instance.instance_id, report, time.monotonic() - started)
@@ -82,8 +91,6 @@ def outcome_from_report(instance_id: str, report: Mapping[str, Any], seconds: fl
     entry = report[instance_id]
     if entry.get("resolved"):
         return GradeOutcome(instance_id, "resolved", "", seconds)
-    if entry.get("timed_out"):
-        return GradeOutcome(instance_id, "unresolved", "the tests timed out", seconds)
     if not entry.get("patch_successfully_applied"):
         return GradeOutcome(instance_id, "unresolved", "no test results could be read from the log", seconds)
     status = entry.get("tests_status", {})
@@ -99,7 +106,7 @@ def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, netw
 
     instance = testbed.instance
     test_log = out_dir / TEST_LOG_FILE
-    applied_with = apply_patch(testbed.workspace, out_dir / "patch.diff", testbed.variables)
+    applied_with = apply_patch(testbed.workspace, out_dir / PATCH_FILE, testbed.variables)
     if applied_with is None:
         test_log.write_text(f"{APPLY_PATCH_FAIL}\n", encoding="utf-8")
         raise InstanceError(instance.instance_id, "the patch does not apply (git apply, --3way, --reject and "
@@ -109,23 +116,19 @@ def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, netw
     record = {**defaults, **given, "eval_script": local_eval_script(instance, testbed.spec, testbed.workspace)}
     test_spec = make_test_spec(record)
     (out_dir / "eval.sh").write_text(test_spec.eval_script, encoding="utf-8")
-    install_part, test_part = split_at_tests(test_spec.eval_script)
-    (out_dir / "eval_install.sh").write_text(install_part, encoding="utf-8")
-    (out_dir / "eval_tests.sh").write_text(test_part, encoding="utf-8")
+    script, env, prefix = _staged_script(test_spec.eval_script, testbed.scratch, testbed.variables,
+                                         testbed.launcher(network_prefix))
     test_started = time.monotonic()
-    online = {name: value for name, value in testbed.variables.items() if name != "PIP_NO_INDEX"}
-    timed_out = run_script(out_dir / "eval_install.sh", testbed.workspace, online, test_log, (), timeout_s,
-                           cancellation) if install_part else False
-    if not timed_out and not cancellation.cancelled:
-        timed_out = run_script(out_dir / "eval_tests.sh", testbed.workspace, testbed.variables, test_log,
-                               network_prefix, timeout_s, cancellation, append=bool(install_part))
+    timed_out = run_script(script, testbed.workspace, env, test_log, prefix, timeout_s, cancellation)
     if cancellation.cancelled:
         raise InstanceError(instance.instance_id, "interrupted before the tests finished")
+    if timed_out:
+        raise InstanceError(instance.instance_id, f"the tests did not finish within {timeout_s:g} s")
     test_s = time.monotonic() - test_started
     prediction = {"instance_id": instance.instance_id, "model_name_or_path": model_name, "model_patch": patch}
     report: dict[str, Any] = get_eval_report(test_spec, prediction, str(test_log), include_tests_status=True)
     report[instance.instance_id].update({
-        "timed_out": timed_out, "patch_applied_with": " ".join(applied_with),
+        "patch_applied_with": " ".join(applied_with),
         "environment": {"python": testbed.environment.python_version,
                         "requested_python": testbed.environment.requested_python},
         "seconds": {"setup": round(testbed.setup_s, 2), "environment_build": round(testbed.environment.build_s, 2),
@@ -134,31 +137,53 @@ def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, netw
     return report
 
 
+def _staged_script(eval_script: str, where: Path, variables: Mapping[str, str],
+                   launcher: Sequence[str]) -> tuple[Path, dict[str, str], tuple[str, ...]]:
+    """The script to start in `where` (inside the testbed, which the tests can see), its environment and its
+    launcher: the part before the tests may reach the package index (a patch may add a dependency, and
+    SWE-bench's container is online), then it `exec`s the tests through `launcher`, offline, so exported
+    variables and the directory carry over."""
+    install_part, test_part = split_at_tests(eval_script)
+    tests = where / "eval_tests.sh"
+    tests.write_text(test_part, encoding="utf-8")
+    if not install_part:
+        return tests, dict(variables), tuple(launcher)
+    enter = shlex.join(["env", "PIP_NO_INDEX=1", *launcher, "bash", str(tests)])
+    script = where / "eval_install.sh"
+    script.write_text(f"{install_part}exec {enter}\n", encoding="utf-8")
+    return script, {name: value for name, value in variables.items() if name != "PIP_NO_INDEX"}, ()
+
+
 def apply_patch(workspace: Path, patch_file: Path, env: Mapping[str, str]) -> tuple[str, ...] | None:
-    """Apply `patch_file` with the first command of the chain that succeeds; None when none does."""
+    """Apply `patch_file` with the first command of the chain that succeeds; None when none does. As in
+    SWE-bench, a chain whose every command failed still counts if the patch turns out applied already."""
     for attempt, command in enumerate(APPLY_COMMANDS):
         if attempt:
             _reset(workspace, env)
-        done = subprocess.run([*command, str(patch_file)], cwd=workspace, env=dict(env), capture_output=True,
-                              stdin=subprocess.DEVNULL)
-        if done.returncode == 0:
+        if _succeeds([*command, str(patch_file)], workspace, env):
             return command
-    _reset(workspace, env)
-    return None
+    applied = ("git", "apply", "--check", "--reverse")
+    return applied if _succeeds([*applied, str(patch_file)], workspace, env) else None
+
+
+def _succeeds(command: Sequence[str], workspace: Path, env: Mapping[str, str]) -> bool:
+    done = subprocess.run(command, cwd=workspace, env=dict(env), capture_output=True, stdin=subprocess.DEVNULL)
+    return done.returncode == 0
 
 
 def run_script(script: Path, workspace: Path, env: Mapping[str, str], log: Path, network_prefix: Sequence[str],
-               timeout_s: float, cancellation: Cancellation | None = None, *, append: bool = False) -> bool:
+               timeout_s: float, cancellation: Cancellation | None = None) -> bool:
     """Run `script` with bash in `workspace` behind `network_prefix`, its output into `log`; True if it was
     killed at `timeout_s` (the whole process group goes, and the log says so as SWE-bench's does). A
     cancellation kills it too, at once."""
-    with log.open("ab" if append else "wb") as out:
+    with log.open("wb") as out:
         process = subprocess.Popen([*network_prefix, "bash", str(script)], cwd=workspace, env=dict(env),
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         with (cancellation or Cancellation()).on_cancel(lambda: _signal_group(process, signal.SIGKILL)):
             try:
                 process.wait(timeout=timeout_s)
+                _signal_group(process, signal.SIGKILL)  # what the tests started and left running goes too
                 return False
             except subprocess.TimeoutExpired:
                 _kill_group(process)
@@ -203,6 +228,10 @@ def grade_all(instances: Sequence[Instance], predictions: Mapping[str, Predictio
         prediction = predictions.get(instance.instance_id)
         if prediction is None:
             continue
+        if not prediction.model_patch:
+            outcomes[instance.instance_id] = GradeOutcome(instance.instance_id, "empty", "the patch is empty")
+            emit(InstanceFinished(instance.instance_id, "empty", "the patch is empty"))
+            continue
         earlier = _earlier_outcome(instance.instance_id, prediction, output / INSTANCES_DIR / instance.instance_id)
         if earlier is None:
             pending.append(instance)
@@ -221,10 +250,7 @@ def grade_all(instances: Sequence[Instance], predictions: Mapping[str, Predictio
                                        out_dir, network_prefix=network_prefix, timeout_s=timeout_s,
                                        cancellation=cancellation)
         except Exception as exc:  # a bug must cost one instance, not the run
-            reason, trace = describe_crash(exc)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "error.log").write_text(trace, encoding="utf-8")
-            outcome = GradeOutcome(instance.instance_id, "error", reason)
+            outcome = GradeOutcome(instance.instance_id, "error", record_crash(exc, out_dir / ERROR_FILE))
         emit(InstanceFinished(instance.instance_id, outcome.verdict, outcome.detail, outcome.seconds))
         return outcome
 
@@ -239,11 +265,8 @@ def grade_all(instances: Sequence[Instance], predictions: Mapping[str, Predictio
 
 def _earlier_outcome(instance_id: str, prediction: Prediction, out_dir: Path) -> GradeOutcome | None:
     """The verdict an earlier `grade` wrote for this very patch, if any; errors are always tried again."""
-    patch = prediction.model_patch
-    if not patch or not patch.strip():
-        return GradeOutcome(instance_id, "empty", "the prediction's patch is empty")
     try:
-        if (out_dir / "patch.diff").read_text(encoding="utf-8") != patch:
+        if (out_dir / PATCH_FILE).read_text(encoding="utf-8", errors="surrogateescape") != prediction.model_patch:
             return None
         return outcome_from_report(instance_id, json.loads((out_dir / REPORT_FILE).read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError):

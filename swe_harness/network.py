@@ -4,10 +4,11 @@ Why: test suites dial real hosts (requests' suite connects to 10.255.255.1, a pr
 see traffic from here), and the agent must not fetch the fix from the internet. A fresh network namespace has
 only its own loopback interface and no route out: every connect beyond it fails at once with ENETUNREACH, and
 nothing is sent. The loopback is brought up first, as in a container, because test suites start servers on
-localhost and talk to them; the host's own localhost stays out of reach. `unshare -n` makes the namespace as
-root; otherwise `unshare -rn` makes a user namespace first (mapping the caller to root inside it), where the
-kernel allows unprivileged user namespaces. The command then replaces the small Python that raised the
-loopback, so it keeps the process id (the bash session signals that process's group).
+localhost and talk to them; the host's own localhost stays out of reach. `unshare -nm` makes the namespaces (network and
+mount) as root; otherwise `unshare -rnm` makes a user namespace first (mapping the caller to root inside it),
+where the kernel allows unprivileged user namespaces. `enter_namespace.py` then raises the loopback, hides
+private directories (`isolated`) and becomes the command, keeping the process id (the bash session signals
+that process's group).
 
 The answer is probed by running `<prefix> true`, never guessed from the user id: containers often lack the
 capability, and some kernels forbid unprivileged user namespaces. When neither form works the harness stops
@@ -21,17 +22,13 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 from swe_harness.errors import HarnessError
 
 _PROBE_TIMEOUT_S = 10.0
-_LOOPBACK_UP = (
-    "import fcntl, os, socket, struct, sys\n"
-    "with socket.socket() as s:\n"  # SIOCSIFFLAGS on `lo`: IFF_UP | IFF_LOOPBACK | IFF_RUNNING
-    "    fcntl.ioctl(s, 0x8914, struct.pack('16sH22x', b'lo', 0x1 | 0x8 | 0x40))\n"
-    "os.execvp(sys.argv[1], sys.argv[1:])\n"
-)
+_ENTER = Path(__file__).with_name("enter_namespace.py")
 
 
 class NetworkIsolationError(HarnessError):
@@ -44,17 +41,24 @@ def no_network_prefix() -> tuple[str, ...]:
     return probe_no_network_prefix(os.environ, is_root=os.geteuid() == 0)
 
 
+def isolated(prefix: Sequence[str], *, hide: Iterable[Path] = (), keep: Iterable[Path] = ()) -> tuple[str, ...]:
+    """`prefix` (from `no_network_prefix`) that also covers the `hide` directories with empty ones, except for
+    the `keep` directories inside them; the command follows."""
+    marks = [*(f"hide:{path}" for path in hide), *(f"keep:{path}" for path in keep)]
+    return (*prefix, *marks, "--") if marks else tuple(prefix)
+
+
 def probe_no_network_prefix(environ: Mapping[str, str], *, is_root: bool) -> tuple[str, ...]:
-    """Try `unshare -n` (as root) and `unshare -rn` with `environ`'s PATH; the first that runs `true` wins."""
+    """Try `unshare -nm` (as root) and `unshare -rnm` with `environ`'s PATH; the first that runs `true` wins."""
     unshare = shutil.which("unshare", path=environ.get("PATH", ""))
     if unshare is None:
         raise NetworkIsolationError(
             "cannot cut tests off the network: `unshare` (util-linux) is not on PATH; install util-linux")
-    loopback_up = (sys.executable, "-c", _LOOPBACK_UP)
-    candidates = [("unshare", "-n"), ("unshare", "-rn")] if is_root else [("unshare", "-rn")]
+    enter = (sys.executable, "-I", str(_ENTER))
+    candidates = [("unshare", "-nm"), ("unshare", "-rnm")] if is_root else [("unshare", "-rnm")]
     failures = []
     for flags in candidates:
-        prefix = (*flags, *loopback_up)
+        prefix = (*flags, *enter)
         argv = [unshare, *prefix[1:], "true"]
         try:
             result = subprocess.run(argv, env=dict(environ), capture_output=True, text=True,

@@ -7,6 +7,7 @@ a rerun skips them; a line cut off by a crash is dropped on the next load instea
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,7 +66,9 @@ class PredictionWriter:
         self._lock = threading.Lock()
         if path.exists():  # rewrite without a cut-off last line, so appends start on a line of their own
             kept = load_predictions(path).values()
-            path.write_text("".join(json.dumps(p.to_json()) + "\n" for p in kept), encoding="utf-8")
+            fresh = path.with_name(f".{path.name}.tmp")
+            fresh.write_text("".join(json.dumps(p.to_json()) + "\n" for p in kept), encoding="utf-8")
+            os.replace(fresh, path)  # a crash right now must not lose predictions already paid for
 
     def append(self, prediction: Prediction) -> None:
         line = json.dumps(prediction.to_json()) + "\n"

@@ -12,6 +12,14 @@ from typing import Any
 
 SCHEMA_VERSION = 2
 
+INSTANCES_DIR = "instances"
+"""Under the output directory, one folder per instance holds everything about it."""
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.json"
+TEST_LOG_FILE = "test_output.txt"
+PATCH_FILE = "patch.diff"
+ERROR_FILE = "error.log"
+
 
 def run_summary(instance_ids: Iterable[str], submitted: Iterable[str], verdicts: Mapping[str, str]) -> dict[str, Any]:
     """The summary of grading `instance_ids`, of which `submitted` had predictions, with these verdicts

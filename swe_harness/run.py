@@ -32,15 +32,15 @@ from swe_harness.dataset import Instance
 from swe_harness.errors import InstanceError
 from swe_harness.events import HarnessSink, InstanceFinished, InstanceStarted, InstanceStep
 from swe_harness.predictions import Prediction, PredictionWriter, load_predictions
+from swe_harness.report import ERROR_FILE, INSTANCES_DIR
 from swe_harness.testbed import Testbed, TestbedOptions, open_testbed
-from swe_harness.workers import Cancellation, describe_crash, map_unordered
+from swe_harness.workers import Cancellation, map_unordered, record_crash
 from swe_harness.workspace import workspace_diff
 from tools.standard import standard_toolset
 from tools.toolset import Toolset
 
 RunStatus = Literal["submitted", "limit", "error"]
 PREDICTIONS_FILE = "predictions.jsonl"
-INSTANCES_DIR = "instances"
 TRAJECTORY_FILE = "trajectory.jsonl"
 RESULT_FILE = "result.json"
 
@@ -122,7 +122,8 @@ def _work(testbed: Testbed, settings: Settings, out_dir: Path, counter: _StepCou
 
     with standard_toolset(testbed.workspace, settings.tool_settings(), submit=True,
                           spill_dir=testbed.scratch / "spill", hidden_env=settings.secret_variables(),
-                          extra_env=testbed.variables, shell_launcher=network_prefix) as toolset:
+                          shell_env=testbed.variables,
+                          shell_launcher=testbed.launcher(network_prefix)) as toolset:
         agent = Agent(backend, toolset, emit, conversation=_conversation(testbed.workspace, toolset),
                       budget=_CancellableBudget(budget(settings, max_steps=max_steps), cancellation),
                       approvals=headless_approvals(True), compactor=compactor(settings, backend, testbed.workspace))
@@ -184,10 +185,8 @@ def run_all(instances: Sequence[Instance], settings: Settings, options: TestbedO
                                    max_steps=max_steps, cancellation=cancellation,
                                    on_step=lambda steps: emit(InstanceStep(instance.instance_id, steps)))
         except Exception as exc:  # a bug or a backend that cannot start: this instance's error, not the run's
-            reason, trace = describe_crash(exc)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "error.log").write_text(trace, encoding="utf-8")
-            outcome = RunOutcome(instance.instance_id, "error", reason, "", 0, None, 0.0)
+            outcome = RunOutcome(instance.instance_id, "error", record_crash(exc, out_dir / ERROR_FILE), "", 0,
+                                 None, 0.0)
         if outcome.status != "error":
             writer.append(Prediction(instance.instance_id, settings.profile.model, outcome.patch))
         emit(InstanceFinished(instance.instance_id, outcome.status, outcome.reason, outcome.seconds))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,8 @@ from pathlib import Path
 from swe_harness.dataset import Instance
 from swe_harness.environment import Environment, EnvironmentSpec, activate, ensure_environment, environment_spec
 from swe_harness.errors import HarnessError, InstanceError
-from swe_harness.repos import find_mirror
+from swe_harness.network import isolated
+from swe_harness.repos import find_mirror, git_env
 from swe_harness.workspace import commit_setup_state, prepare_workspace
 
 _INTERPRETER_VARIABLES = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV",
@@ -44,7 +45,11 @@ class TestbedOptions:
     """A TOML file of environment specs (the shape of specs/python.toml) for repositories the built-in specs
     do not know, or to replace theirs."""
     scratch_root: Path | None = None
-    """Where testbeds are made; the system's temporary directory when None."""
+    """Where testbeds are made; the system's temporary directory when None. Give every run its own, so that
+    it can be hidden from the instances (which then see only their own testbed in it)."""
+    private_dirs: tuple[Path, ...] = ()
+    """More directories the instance's commands must not see (the output, kcode's configuration); the mirrors,
+    the environment cache and the scratch root are always hidden."""
     clone_missing: bool = True
 
 
@@ -62,8 +67,16 @@ class Testbed:
     spec: EnvironmentSpec
     environment: Environment
     variables: Mapping[str, str]
+    hidden: tuple[Path, ...]
+    """What the instance's commands must not see: the mirrors (the fix is in their history), the environment
+    cache, other testbeds, and the options' private directories."""
     setup_s: float
     """Seconds spent making the testbed, the environment's build included."""
+
+    def launcher(self, network_prefix: Sequence[str]) -> tuple[str, ...]:
+        """The argv prefix for the agent's shell and the tests: no network, and only this testbed visible of
+        everything in `hidden`."""
+        return isolated(network_prefix, hide=self.hidden, keep=[self.scratch])
 
 
 @contextmanager
@@ -91,12 +104,16 @@ def _make(instance: Instance, options: TestbedOptions, scratch: Path, log_dir: P
     mirror = find_mirror(options.repos_dir, instance.repo, clone_missing=options.clone_missing)
     workspace = scratch / instance.repo.split("/")[-1]
     prepare_workspace(mirror, instance.base_commit, workspace)
-    base_env = {name: value for name, value in options.base_env.items() if name not in _INTERPRETER_VARIABLES}
+    base_env = git_env(base={name: value for name, value in options.base_env.items()
+                             if name not in _INTERPRETER_VARIABLES})
     log_dir.mkdir(parents=True, exist_ok=True)
     environment = ensure_environment(spec, mirror, instance.environment_setup_commit, options.cache_dir,
                                      log=log_dir / "environment.log", environ=base_env)
     variables = {**base_env, **activate(environment, workspace, scratch, log=log_dir / "environment.log",
                                         environ=base_env)}
     setup_commit = commit_setup_state(workspace)
+    hidden = (options.repos_dir, mirror, options.cache_dir, *options.private_dirs,
+              *([options.scratch_root] if options.scratch_root is not None else []))
     return Testbed(instance=instance, workspace=workspace, scratch=scratch, setup_commit=setup_commit, spec=spec,
-                   environment=environment, variables=variables, setup_s=time.monotonic() - started)
+                   environment=environment, variables=variables, hidden=tuple(dict.fromkeys(hidden)),
+                   setup_s=time.monotonic() - started)

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 Item = TypeVar("Item")
@@ -74,6 +75,8 @@ def map_unordered(work: Callable[[Item], Result], items: Sequence[Item], workers
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def describe_crash(exc: BaseException) -> tuple[str, str]:
-    """A one-line reason for an unexpected failure, and its traceback for the instance's log."""
-    return f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc))
+def record_crash(exc: BaseException, log: Path) -> str:
+    """Write the traceback of an unexpected failure to `log`; return the one-line reason to report."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+    return f"{type(exc).__name__}: {exc}"

@@ -19,20 +19,20 @@ from tools.workspace import Workspace
 
 def standard_toolset(root: Path, settings: ToolSettings | None = None, *, submit: bool = False,
                      spill_dir: Path | None = None, hidden_env: Iterable[str] = (),
-                     extra_env: Mapping[str, str] | None = None, shell_launcher: Sequence[str] = ()) -> Toolset:
+                     shell_env: Mapping[str, str] | None = None, shell_launcher: Sequence[str] = ()) -> Toolset:
     """Tools confined to `root`; outputs cut by the clamp are saved in `spill_dir`, which the editor may view.
 
-    The bash session inherits this process's environment less the variables named in `hidden_env`
-    (API keys: the model must not read them), plus `extra_env` (a test environment's PATH, say); the shell is
-    started through `shell_launcher` (`unshare -n` keeps it off the network). Without `spill_dir` the clamp
-    makes a temporary one.
+    The bash session gets `shell_env` (default: this process's environment) less the variables named in
+    `hidden_env` (API keys: the model must not read them); it is started through `shell_launcher` (`unshare
+    -n` keeps it off the network). Without `spill_dir` the clamp makes a temporary one.
     Close the toolset (or use it in `with`) to end its bash session and remove a temporary spill directory.
     """
     if isinstance(hidden_env, str):
         raise ValueError(f"hidden_env takes names of variables, not one string: pass [{hidden_env!r}]")
     settings = settings or ToolSettings()
     hidden = set(hidden_env)
-    env = {name: value for name, value in os.environ.items() if name not in hidden} | dict(extra_env or {})
+    env = {name: value for name, value in (os.environ if shell_env is None else shell_env).items()
+           if name not in hidden}
     clamp = OutputClamp(settings, spill_dir)
     try:
         workspace = Workspace(root, readable_roots=(clamp.spill_dir,),

@@ -7,10 +7,10 @@ bar on stderr, or JSON lines on stdout with `--json`) and picks the exit code (s
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -18,9 +18,10 @@ from typing import Any, TextIO, TypeVar
 
 from rich.console import Console
 
-from kcode.config import API_KEY_VARIABLES, Settings
+from kcode.config import Settings, config_dir, data_dir, secret_names
 from kcode.ui.eval_progress import EvalProgress, JsonEvalEvents
 from swe_harness.dataset import Instance, load_dataset, select_instances
+from swe_harness.errors import HarnessError
 from swe_harness.events import HarnessSink
 from swe_harness.grading import grade_all
 from swe_harness.network import no_network_prefix
@@ -65,19 +66,20 @@ class Selection:
                                 slice_spec=self.slice_spec)
 
 
-def eval_run(selection: Selection, settings: Settings, *, max_steps: int | None, stdout: TextIO = sys.stdout,
-             stderr: TextIO = sys.stderr) -> EvalExit:
+def eval_run(selection: Selection, settings: Settings, *, max_steps: int | None, environ: Mapping[str, str],
+             stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> EvalExit:
     """Let the agent work on every selected instance; predictions and trajectories go to the output."""
     from kcode.backends.factory import make_backend
 
     instances = selection.instances()
     prefix = no_network_prefix()
     make_backend(settings)  # a model that cannot be configured fails here, once, not per instance
-    options = _testbed_options(selection, settings.secret_variables())
+    hidden = settings.secret_variables() | secret_names(environ)
 
     def work(emit: HarnessSink) -> list[RunOutcome]:
-        return run_all(instances, settings, options, selection.output, workers=selection.workers,
-                       network_prefix=prefix, emit=emit, max_steps=max_steps)
+        with _testbed_options(selection, environ, hidden) as options:
+            return run_all(instances, settings, options, selection.output, workers=selection.workers,
+                           network_prefix=prefix, emit=emit, max_steps=max_steps)
 
     outcomes = _with_progress(selection, len(instances), ("submitted", "limit", "error"), "run", work,
                               stdout, stderr)
@@ -95,14 +97,18 @@ def eval_grade(selection: Selection, predictions_file: Path | None, *, timeout_s
     instances = selection.instances()
     predictions = load_predictions(predictions_file) if predictions_file is not None else \
         {i.instance_id: Prediction(i.instance_id, "gold", i.gold_patch) for i in instances}
+    known = {instance.instance_id for instance in load_dataset(selection.dataset)}
+    unknown = sorted(set(predictions) - known)
+    if unknown:  # as SWE-bench: predictions for another dataset are a mistake worth stopping for
+        raise HarnessError(f"{len(unknown)} prediction(s) name instances that are not in {selection.dataset}, "
+                           f"e.g. {', '.join(unknown[:3])}")
     prefix = no_network_prefix()
-    hidden = API_KEY_VARIABLES | {name for name in environ if name.endswith("_API_KEY")}
-    options = _testbed_options(selection, hidden)
     graded = [i for i in instances if i.instance_id in predictions]
 
     def work(emit: HarnessSink) -> dict[str, Any]:
-        return grade_all(instances, predictions, options, selection.output, workers=selection.workers,
-                         network_prefix=prefix, timeout_s=timeout_s, emit=emit)
+        with _testbed_options(selection, environ, secret_names(environ)) as options:
+            return grade_all(instances, predictions, options, selection.output, workers=selection.workers,
+                             network_prefix=prefix, timeout_s=timeout_s, emit=emit)
 
     summary = _with_progress(selection, len(graded), ("resolved", "unresolved", "empty", "error"), "grade", work,
                              stdout, stderr)
@@ -114,10 +120,19 @@ def eval_grade(selection: Selection, predictions_file: Path | None, *, timeout_s
     return EvalExit.INSTANCE_ERRORS if summary["error_instances"] else EvalExit.OK
 
 
-def _testbed_options(selection: Selection, hidden: frozenset[str] | set[str]) -> TestbedOptions:
-    base_env = {name: value for name, value in os.environ.items() if name not in hidden}
-    return TestbedOptions(repos_dir=selection.repos, cache_dir=selection.cache, base_env=base_env,
-                          extra_specs=selection.env_specs)
+@contextmanager
+def _testbed_options(selection: Selection, environ: Mapping[str, str],
+                     hidden_variables: frozenset[str]) -> Iterator[TestbedOptions]:
+    """The options of this run, with a scratch root of its own that is removed afterwards."""
+    try:
+        selection.output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"cannot use {selection.output} as the output directory: {exc.strerror}") from None
+    base_env = {name: value for name, value in environ.items() if name not in hidden_variables}
+    private = (selection.output, config_dir(environ), data_dir(environ))
+    with tempfile.TemporaryDirectory(prefix="kcode-eval-") as scratch:
+        yield TestbedOptions(repos_dir=selection.repos, cache_dir=selection.cache, base_env=base_env,
+                             extra_specs=selection.env_specs, scratch_root=Path(scratch), private_dirs=private)
 
 
 def _with_progress(selection: Selection, total: int, verdicts: Sequence[str], title: str,

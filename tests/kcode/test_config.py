@@ -305,3 +305,12 @@ def test_loading_settings_imports_neither_openai_nor_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).parents[2], env={**os.environ, "PYTHONPATH": "."})
     assert result.stdout.strip() == "[]"
+
+
+def test_secret_names_finds_credentials_by_name_and_always_the_built_in_keys() -> None:
+    from kcode.config import secret_names
+
+    environ = {"ANTHROPIC_API_KEY": "a", "HF_TOKEN": "b", "AWS_SECRET_ACCESS_KEY": "c", "DB_PASSWORD": "d",
+               "GITHUB_TOKEN": "e", "PATH": "/bin", "TOKENIZERS_PARALLELISM": "false", "HOME": "/root"}
+    assert secret_names(environ) == {"ANTHROPIC_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD",
+                                     "GITHUB_TOKEN", "KCODE_API_KEY", "MOONSHOT_API_KEY", "OPENAI_API_KEY"}

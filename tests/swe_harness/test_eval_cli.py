@@ -46,6 +46,7 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
         Reply(tool_calls=(call("bash", command="python -c \"import socket; "
                                                "socket.create_connection(('10.255.255.1', 80), timeout=5)\""),)),
         Reply(tool_calls=(call("bash", command="python -c 'import calc, sys; print(calc.__file__, sys.prefix)'"),)),
+        Reply(tool_calls=(call("bash", command=f"ls -A {task.mirrors_dir} {env_cache} {output}; echo end"),)),
         Reply(tool_calls=(call("editor", command="str_replace", path="calc/__init__.py",
                                old_str="def mul(a, b):\n    return a + b",
                                new_str="def mul(a, b):\n    return a * b"),)),
@@ -57,7 +58,7 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
     assert "submitted" in run.stderr
 
     results = [m["content"] for r in openai_server.chat_requests[1:] for m in r.body["messages"][-1:]]
-    history, network, environment = results[0], results[1], results[2]
+    history, network, environment, hidden = results[0], results[1], results[2], results[3]
     assert "Fix mul" not in history and "Release" not in history and "v1.0" not in history
     assert "Add mul()" in history and "fatal" in history  # the fix commit's object is gone
     assert "Network is unreachable" in network
@@ -67,6 +68,8 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
     system_message = openai_server.chat_requests[0].body["messages"][0]["content"]
     assert "Nobody\nwill answer questions" in system_message and "There is no network access" in system_message
     assert f"Workspace (the repository root; relative paths start here): {workspace}" in system_message
+    assert hidden.splitlines()[-1] == "end" and "acme__calc" not in hidden and "envs" not in hidden
+    assert "instances" not in hidden  # mirrors, environments and the output are empty to the agent
     task_message = openai_server.chat_requests[0].body["messages"][1]["content"]
     assert "mul() adds instead of multiplying" in task_message and "do not add, change or delete test" in task_message
 
@@ -75,7 +78,7 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
     assert "-    return a + b\n+    return a * b" in prediction["model_patch"]
     assert "egg-info" not in prediction["model_patch"] and "__pycache__" not in prediction["model_patch"]
     result = json.loads((output / "instances" / "acme__calc-1" / "result.json").read_text())
-    assert result["status"] == "submitted" and result["steps"] == 5
+    assert result["status"] == "submitted" and result["steps"] == 6
     error = json.loads((output / "instances" / "acme__calc-unknown" / "result.json").read_text())
     assert error["status"] == "error" and "known versions: 1.0" in error["reason"]
 

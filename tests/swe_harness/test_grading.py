@@ -88,17 +88,24 @@ def test_a_rerun_skips_what_was_graded_and_gives_the_same_summary(
     third = grade_all(instances(tmp_path, rows), changed, testbed_options, tmp_path / "out", workers=1,
                       emit=lambda event: None, **options)  # type: ignore[arg-type]
     assert third["resolved_ids"] == ["acme__calc-1", "acme__calc-2"]  # a new patch is graded anew
+    broken = {**predictions, "acme__calc-1": Prediction("acme__calc-1", "m", "not a patch\n")}
+    for _ in range(2):  # the error must not leave the earlier "resolved" report to be picked up on a rerun
+        fourth = grade_all(instances(tmp_path, rows), broken, testbed_options, tmp_path / "out", workers=1,
+                           emit=lambda event: None, **options)  # type: ignore[arg-type]
+        assert fourth["error_ids"] == ["acme__calc-1"] and fourth["resolved_ids"] == []
 
 
-def test_a_hanging_test_is_killed_at_the_timeout_and_counts_as_unresolved(
+def test_a_hanging_test_is_killed_at_the_timeout_and_is_an_error_as_in_swe_bench(
         task: TaskRepo, testbed_options: TestbedOptions, tmp_path: Path) -> None:
     [instance] = instances(tmp_path, [hanging_row(task)])
     started = time.monotonic()
     outcome = grade_prediction(instance, task.gold_patch, "m", testbed_options, tmp_path / "out",
                                network_prefix=no_network_prefix(), timeout_s=5)
     assert time.monotonic() - started < 60
-    assert outcome.verdict == "unresolved" and outcome.detail == "the tests timed out"
+    assert outcome.verdict == "error" and outcome.detail == "the tests did not finish within 5 s"
     assert TESTS_TIMEOUT in (tmp_path / "out" / "test_output.txt").read_text()
+    assert (tmp_path / "out" / "error.log").read_text() == "the tests did not finish within 5 s\n"
+    assert not (tmp_path / "out" / "report.json").exists()
     leftover = subprocess.run(["pgrep", "-f", "test_sleeps"], capture_output=True, text=True)
     assert leftover.stdout == "", "the hanging test outlived its timeout"
 

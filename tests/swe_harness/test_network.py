@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from swe_harness.network import NetworkIsolationError, no_network_prefix, probe_no_network_prefix
+from swe_harness.network import NetworkIsolationError, isolated, no_network_prefix, probe_no_network_prefix
 
 # Exits 0 when the connect succeeds, else prints the errno name. It refuses to dial at all unless the only
 # interface it can see is loopback, so a broken prefix can never send a packet off this machine.
@@ -50,7 +50,7 @@ def _connect(prefix: tuple[str, ...], host: str, port: int) -> subprocess.Comple
 
 def test_the_prefix_is_unshare_in_a_new_network_namespace() -> None:
     prefix = _prefix()
-    assert prefix[:2] in {("unshare", "-n"), ("unshare", "-rn")}
+    assert prefix[:2] in {("unshare", "-nm"), ("unshare", "-rnm")}
     assert no_network_prefix() is prefix  # probed once
 
 
@@ -94,16 +94,36 @@ def test_an_unshare_that_fails_is_reported_with_its_reason(tmp_path: Path) -> No
     with pytest.raises(NetworkIsolationError) as caught:
         probe_no_network_prefix({"PATH": str(tmp_path)}, is_root=True)
     message = str(caught.value)
-    assert "`unshare -n true`: unshare: unshare failed: Operation not permitted" in message
-    assert "`unshare -rn true`" in message
+    assert "`unshare -nm true`: unshare: unshare failed: Operation not permitted" in message
+    assert "`unshare -rnm true`" in message
 
 
 def test_the_probe_runs_the_prefix_it_returns(tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     fake = tmp_path / "unshare"
     fake.write_text(f'#!/bin/sh\nfor last; do :; done\nprintf "%s %s\\n" "$1" "$last" >> {calls}\n'
-                    '[ "$1" = -rn ]\n')
+                    '[ "$1" = -rnm ]\n')
     fake.chmod(0o755)
     prefix = probe_no_network_prefix({"PATH": f"{tmp_path}{os.pathsep}/usr/bin:/bin"}, is_root=True)
-    assert prefix[:2] == ("unshare", "-rn")
-    assert calls.read_text().splitlines() == ["-n true", "-rn true"]
+    assert prefix[:2] == ("unshare", "-rnm")
+    assert calls.read_text().splitlines() == ["-nm true", "-rnm true"]
+
+
+def test_hidden_directories_are_empty_inside_kept_ones_show_through_and_the_host_sees_no_mount(
+        tmp_path: Path) -> None:
+    prefix = _prefix()
+    mirrors, scratch = tmp_path / "mirrors", tmp_path / "scratch"
+    (mirrors / "acme__calc").mkdir(parents=True)
+    (mirrors / "acme__calc" / "HEAD").write_text("the future\n")
+    for testbed in ("mine", "theirs"):
+        (scratch / testbed).mkdir(parents=True)
+        (scratch / testbed / "file").write_text(f"{testbed}\n")
+    script = f"ls -A {mirrors}; echo --; ls -A {scratch}; cat {scratch}/mine/file; echo written > {scratch}/mine/new"
+    inside = subprocess.run([*isolated(prefix, hide=[mirrors, scratch], keep=[scratch / "mine"]), "sh", "-c",
+                             script], capture_output=True, text=True, timeout=30)
+    assert inside.returncode == 0, inside.stderr
+    assert inside.stdout == "--\nmine\nmine\n"
+    assert (mirrors / "acme__calc" / "HEAD").read_text() == "the future\n"  # untouched outside
+    assert sorted(p.name for p in scratch.iterdir()) == ["mine", "theirs"]
+    assert (scratch / "mine" / "new").read_text() == "written\n"  # the kept testbed is the real one
+    assert isolated(prefix) == prefix
