@@ -42,7 +42,9 @@ def time_prune_vs_clone(mirror: Path, base_commit: str, runs: int = 5) -> dict[s
 
 
 def grading_shares(dataset: Path, instance_id: str, repos: Path) -> list[dict[str, float]]:
-    """Seconds of a gold grading's stages (environment build, the rest of the setup, tests), cold then warm."""
+    """Seconds of a gold grading's stages, cold then warm: the environment's build, the rest of the setup
+    (pruned workspace, the instance's copy of the environment, its install), and the eval script (the
+    reinstall and the tests)."""
     [instance] = select_instances(load_dataset(dataset), [instance_id])
     rounds = []
     with tempfile.TemporaryDirectory(prefix="kcode-bench-") as scratch:
@@ -58,7 +60,8 @@ def grading_shares(dataset: Path, instance_id: str, repos: Path) -> list[dict[st
                 raise SystemExit(f"grading {instance_id} failed: {outcome.detail}")
             seconds = json.loads((out / REPORT_FILE).read_text())[instance_id]["seconds"]
             rounds.append({"total_s": total, "build_s": seconds["environment_build"],
-                           "setup_s": seconds["setup"] - seconds["environment_build"], "tests_s": seconds["tests"],
+                           "setup_s": seconds["setup"] - seconds["environment_build"],
+                           "eval_s": seconds["eval_script"],
                            "resolved": float(outcome.verdict == "resolved")})
     return rounds
 
@@ -99,7 +102,7 @@ def main() -> None:
                                                                                    args.repos), strict=True):
             total = stages["total_s"]
             parts = "  ".join(f"{stage} {stages[f'{stage}_s']:6.1f} s ({stages[f'{stage}_s'] / total:4.0%})"
-                              for stage in ("build", "setup", "tests"))
+                              for stage in ("build", "setup", "eval"))
             print(f"  {name:<18} total {total:6.1f} s  {parts}  resolved={bool(stages['resolved'])}")
 
 

@@ -99,10 +99,10 @@ def parse_slice(spec: str) -> slice:
 
 
 def _read_rows(path: Path) -> list[Mapping[str, Any]]:
-    if path.is_dir():
-        return _read_saved_dataset(path)
     suffix = path.suffix.lower()
     try:
+        if path.is_dir():
+            return _read_saved_dataset(path)
         if suffix == ".parquet":
             import pyarrow.parquet as pq  # the `swe` extra; only parquet needs it
 

@@ -118,13 +118,13 @@ def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, netw
     (out_dir / "eval.sh").write_text(test_spec.eval_script, encoding="utf-8")
     script, env, prefix = _staged_script(test_spec.eval_script, testbed.scratch, testbed.variables,
                                          testbed.launcher(network_prefix))
-    test_started = time.monotonic()
+    eval_started = time.monotonic()
     timed_out = run_script(script, testbed.workspace, env, test_log, prefix, timeout_s, cancellation)
     if cancellation.cancelled:
         raise InstanceError(instance.instance_id, "interrupted before the tests finished")
     if timed_out:
         raise InstanceError(instance.instance_id, f"the tests did not finish within {timeout_s:g} s")
-    test_s = time.monotonic() - test_started
+    test_s = time.monotonic() - eval_started
     prediction = {"instance_id": instance.instance_id, "model_name_or_path": model_name, "model_patch": patch}
     report: dict[str, Any] = get_eval_report(test_spec, prediction, str(test_log), include_tests_status=True)
     report[instance.instance_id].update({
@@ -132,7 +132,7 @@ def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, netw
         "environment": {"python": testbed.environment.python_version,
                         "requested_python": testbed.environment.requested_python},
         "seconds": {"setup": round(testbed.setup_s, 2), "environment_build": round(testbed.environment.build_s, 2),
-                    "tests": round(test_s, 2)},
+                    "eval_script": round(test_s, 2)},
     })
     return report
 

@@ -104,6 +104,9 @@ def test_other_files_and_duplicates_are_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(HarnessError, match=r"no \.arrow files"):
         load_dataset(tmp_path / "empty")
+    (tmp_path / "empty" / "data-00000-of-00001.arrow").write_bytes(b"not arrow")
+    with pytest.raises(HarnessError, match="cannot read dataset"):
+        load_dataset(tmp_path / "empty")
 
 
 def test_selection_by_ids_pattern_and_slice(tmp_path: Path) -> None:
