@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 
 from swe_harness.dataset import Instance
@@ -49,19 +50,11 @@ def adapt_eval_script(script: str, workspace: Path) -> str:
     Here-documents (the test patch) pass through untouched: a patch may mention `/testbed` or `conda`.
     """
     kept: list[str] = []
-    heredoc_end: str | None = None
-    for line in script.splitlines():
-        if heredoc_end is not None:
+    for line, is_command in _lines(script):
+        if not is_command:
             kept.append(line)
-            if line == heredoc_end:
-                heredoc_end = None
-            continue
-        if line.startswith("#!") or line.strip() == "set -uxo pipefail" or any(p.match(line) for p in _DROPPED):
-            continue
-        kept.append(_retarget(line, workspace))
-        opened = _HEREDOC.search(line)
-        if opened is not None:
-            heredoc_end = opened.group(1)
+        elif not (line.startswith("#!") or line.strip() == "set -uxo pipefail" or any(p.match(line) for p in _DROPPED)):
+            kept.append(_retarget(line, workspace))
     return "\n".join(kept) + "\n"
 
 
@@ -94,14 +87,9 @@ def split_at_tests(script: str) -> tuple[str, str]:
     (shebang, `set` options) so both run as the whole did; ("", script) when there is no marker."""
     lines = script.splitlines()
     header = [line for line in lines[:2] if line.startswith("#!") or line.startswith("set ")]
-    heredoc_end: str | None = None
-    for index, line in enumerate(lines):
-        if heredoc_end is not None:
-            heredoc_end = None if line == heredoc_end else heredoc_end
-        elif line == f": '{START_MARKER}'":
+    for index, (line, is_command) in enumerate(_lines(script)):
+        if is_command and line == f": '{START_MARKER}'":
             return "\n".join(lines[:index]) + "\n", "\n".join([*header, *lines[index:]]) + "\n"
-        elif (opened := _HEREDOC.search(line)) is not None:
-            heredoc_end = opened.group(1)
     return "", script
 
 
@@ -112,6 +100,19 @@ def patched_files(patch: str) -> list[str]:
         if match.group(1) not in names:
             names.append(match.group(1))
     return names
+
+
+def _lines(script: str) -> Iterator[tuple[str, bool]]:
+    """Each line of `script`, and whether bash reads it as a command (False inside a here-document)."""
+    heredoc_end: str | None = None
+    for line in script.splitlines():
+        if heredoc_end is not None:
+            yield line, False
+            heredoc_end = None if line == heredoc_end else heredoc_end
+            continue
+        yield line, True
+        opened = _HEREDOC.search(line)
+        heredoc_end = opened.group(1) if opened is not None else None
 
 
 def _retarget(line: str, workspace: Path) -> str:
