@@ -6,16 +6,24 @@ Why it works this way:
 - A build takes minutes and many instances share one, so `ensure_environment` builds a venv once per (spec,
   setup commit) under a cache dir: under a file lock (two workers asking at once build it once), in a temporary
   directory renamed into place when complete (a failed or killed build leaves nothing that is later reused).
-  Its record.json names the Python asked for and the one used, the spec, the build time and `pip freeze`.
+  Its record.json names the Python asked for and the one used, the spec, the build time, the repository's
+  distributions uninstalled again (below) and `pip freeze`.
 - The build installs setuptools and wheel (conda's python came with them), the requirement files, then the
   spec's packages (installed after, they override the files' pins, as in 4.1), the repository's [build-system]
-  requires, then the repository itself from `git archive` of the setup commit: every dependency is then in the
-  venv, and the install in the workspace later needs no index and no build isolation. `pre_install` lines run
-  before that, in the source tree.
-- Each instance installs its own checkout, so `activate` gives it a private copy of the venv: hardlinks (fast, no
-  disk), except bin/ scripts and pyvenv.cfg, written anew pointing at the copy, and top-level *.pth files, copied
-  because setuptools' develop and pip's uninstall rewrite easy-install.pth in place. Nothing else writes through
-  a hardlink: pip unlinks a file before writing its replacement, and Python writes bytecode by rename.
+  requires, then the repository itself at the setup commit: every dependency is then in the venv, and the
+  install in the workspace later needs no index and no build isolation. `pre_install` lines run before that, in
+  the source tree.
+- The source tree is a `prepare_workspace` checkout, not `git archive` run in the mirror: git run in a partial
+  clone fetches the blobs it lacks and writes a pack into the mirror, which must stay as it is. A mirror that
+  lacks the setup commit's blobs fails the build, and says so.
+- The repository is then uninstalled from the shared venv. The setup commit is often later than an instance's
+  base commit, so its installed copy can hold the very fix the agent is asked to write. pip >= 20.1 names the
+  distribution it installed from the source tree in direct_url.json; for older pips and legacy `setup.py install`
+  it is the new distribution whose top-level modules are in the source tree.
+- Each instance installs its own checkout, so `activate` gives it a private copy of the venv: `cp -a
+  --reflink=auto` (shared blocks where the filesystem can, a plain copy otherwise; one process), then bin/
+  scripts, pyvenv.cfg and top-level *.pth files rewritten to point at the copy. Not hardlinks: a file written in
+  place (`>>`, setuptools' develop rewriting easy-install.pth) would change the shared venv for every instance.
 - `pre_install` lines starting with apt-get need root and change the machine for everyone: they are skipped, and
   the log says so.
 - pip reads PIP_NO_BUILD_ISOLATION backwards: "0" turns build isolation off (checked with pip 23.0, 23.2, 26.3).
@@ -38,6 +46,7 @@ import subprocess
 import tempfile
 import time
 import tomllib
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -45,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from swe_harness.errors import HarnessError
+from swe_harness.workspace import prepare_workspace
 
 _SPEC_FIELDS = frozenset({"python", "install", "build_tools", "packages", "requirements_files", "pre_install",
                           "variables", "test_cmd", "log_parser"})
@@ -53,7 +63,7 @@ _COMMAND_TIMEOUT_S = 3600.0
 _TAIL_LINES = 20
 _RECORD = "record.json"
 _UNSAFE_ENV = ("PYTHONHOME", "PYTHONPATH")
-_RECIPE = 1  # part of every build key: bump it when the build steps change, so cached environments are rebuilt
+_RECIPE = 2  # part of every build key: bump it when the build steps change, so cached environments are rebuilt
 # A requirement line that installs the repository itself ("-e .", ".[tests]"): it comes last, from the source.
 _SELF_INSTALL = re.compile(r"(?:(?:-e|--editable)(?:\s+|=))?\.(?:[\[/].*)?")
 _INCLUDE = re.compile(r"(?:-r|--requirement)(?:\s+|=)(\S+)")
@@ -228,7 +238,8 @@ def _build(spec: EnvironmentSpec, mirror: Path, setup_commit: str, home: Path, *
     _note(log, f"building environment {home.name} with Python {python.version} ({python.path})")
     staging = Path(tempfile.mkdtemp(prefix=f".{home.name}.tmp-", dir=home.parent))
     try:
-        freeze = _build_venv(spec, mirror, setup_commit, python, staging, log=log, environ=environ)
+        freeze, uninstalled = _build_venv(spec, mirror, setup_commit, python, staging, log=log,
+                                          environ=environ)
         _repoint(staging / "venv", staging / "venv", home / "venv")
         build_s = time.monotonic() - started
         with log.open("rb") as whole:
@@ -237,7 +248,7 @@ def _build(spec: EnvironmentSpec, mirror: Path, setup_commit: str, home: Path, *
         record = {"name": home.name, "spec": asdict(spec), "mirror": str(mirror), "setup_commit": setup_commit,
                   "requested_python": spec.python, "python": str(python.path), "python_version": python.version,
                   "build_s": round(build_s, 1), "built": datetime.datetime.now(datetime.UTC).isoformat(),
-                  "pip_freeze": freeze.splitlines()}
+                  "uninstalled": uninstalled, "pip_freeze": freeze.splitlines()}
         (staging / _RECORD).write_text(json.dumps(record, indent=2) + "\n")
         os.rename(staging, home)
     except BaseException:
@@ -249,15 +260,14 @@ def _build(spec: EnvironmentSpec, mirror: Path, setup_commit: str, home: Path, *
 
 
 def _build_venv(spec: EnvironmentSpec, mirror: Path, setup_commit: str, python: _Interpreter, staging: Path, *,
-                log: Path, environ: Mapping[str, str]) -> str:
-    """Create the venv in staging/venv and install everything but the workspace; return `pip freeze --all`."""
+                log: Path, environ: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Create the venv in staging/venv with the repository's dependencies but not the repository itself; return
+    `pip freeze --all` and the names of the repository's distributions, installed and uninstalled again."""
     venv, source = staging / "venv", staging / "source"
+    _check_out(mirror, setup_commit, source, log)
     base = _clean(environ)
     _run([str(python.path), "-m", "venv", str(venv)], cwd=staging, env=base, log=log)
     env = {**base, **_venv_variables(venv, spec, environ)}
-    source.mkdir()
-    _run(["bash", "-c", f"set -o pipefail; git --git-dir={shlex.quote(str(mirror))} archive --format=tar "
-          f"{shlex.quote(setup_commit)} | tar -x -C {shlex.quote(str(source))}"], cwd=staging, env=base, log=log)
     _pre_install(spec, source, env, log)
     pip = [str(venv / "bin" / "python"), "-m", "pip"]
     if spec.build_tools:
@@ -269,12 +279,69 @@ def _build_venv(spec: EnvironmentSpec, mirror: Path, setup_commit: str, python: 
     wanted = list(dict.fromkeys([*spec.build_tools, *spec.packages, *_build_requires(source, setup_commit, log)]))
     if wanted:
         _run([*pip, "install", *wanted], cwd=source, env=env, log=log)
+    before = _metadata_dirs(venv)
     _run([*pip, "install", "--no-build-isolation", "."], cwd=source, env=env, log=log)
-    freeze = subprocess.run([*pip, "freeze", "--all"], env=env, capture_output=True, text=True, check=False)
+    own = _own_distributions(venv, source, before)
+    if not own:
+        raise EnvironmentBuildError(f"cannot tell which distribution `pip install .` of {setup_commit} installed, "
+                                    "so it cannot be uninstalled from the shared venv", log, "")
+    shutil.rmtree(source)
+    for name in own:  # not from the source tree: `python -m` puts the working directory on sys.path
+        _run([*pip, "uninstall", "-y", name], cwd=staging, env=env, log=log)
+    freeze = subprocess.run([*pip, "freeze", "--all"], cwd=staging, env=env, capture_output=True, text=True,
+                            check=False)
     if freeze.returncode != 0:
         raise EnvironmentBuildError("`pip freeze --all` failed", log, freeze.stderr.strip())
-    shutil.rmtree(source)
-    return freeze.stdout
+    return freeze.stdout, own
+
+
+def _check_out(mirror: Path, setup_commit: str, source: Path, log: Path) -> None:
+    """Check `setup_commit` out at `source` without running git in the mirror (see the module docstring)."""
+    _note(log, f"checking out {setup_commit} from {mirror} at {source}")
+    try:
+        prepare_workspace(mirror, setup_commit, source)
+    except HarnessError as error:
+        raise EnvironmentBuildError(f"cannot check out the environment setup commit {setup_commit}: {error}",
+                                    log, "") from error
+
+
+def _metadata_dirs(venv: Path) -> set[Path]:
+    return {path for kind in ("dist-info", "egg-info") for path in venv.glob(f"lib/python*/site-packages/*.{kind}")}
+
+
+def _own_distributions(venv: Path, source: Path, before: set[Path]) -> list[str]:
+    """The names of the distributions that `pip install .` in `source` added to the venv: those whose
+    direct_url.json points at `source`, else the new ones with a top-level module that is in `source`."""
+    after = _metadata_dirs(venv)
+    own = [dist for dist in after if _installed_from(dist, source)]
+    if not own:
+        modules = _source_modules(source)
+        own = [dist for dist in after - before if _top_level_modules(dist) & modules]
+    return sorted({dist.name.split("-")[0] for dist in own})  # pip escapes "-" in names as "_"
+
+
+def _installed_from(dist: Path, source: Path) -> bool:
+    direct_url = dist / "direct_url.json"
+    if not direct_url.is_file():
+        return False
+    url = urllib.parse.urlsplit(str(json.loads(direct_url.read_text()).get("url", "")))
+    return url.scheme == "file" and Path(urllib.parse.unquote(url.path)).resolve() == source.resolve()
+
+
+def _top_level_modules(dist: Path) -> set[str]:
+    """top_level.txt (setuptools writes it), else the first parts of the paths in RECORD."""
+    if (dist / "top_level.txt").is_file():
+        return set((dist / "top_level.txt").read_text().split())
+    record = (dist / "RECORD").read_text().splitlines() if (dist / "RECORD").is_file() else []
+    return {Path(line.split(",")[0]).parts[0].removesuffix(".py") for line in record
+            if line and not line.startswith("..")} - {dist.name}
+
+
+def _source_modules(source: Path) -> set[str]:
+    """The packages and modules at the top of `source` and of its src/ and lib/ folders."""
+    roots = [root for root in (source, source / "src", source / "lib") if root.is_dir()]
+    return {path.name.removesuffix(".py") for root in roots for path in root.iterdir()
+            if (path / "__init__.py").is_file() or (path.suffix == ".py" and path.is_file())}
 
 
 def _find_python(requested: str, environ: Mapping[str, str]) -> _Interpreter:
@@ -326,14 +393,11 @@ def _build_requires(source: Path, setup_commit: str, log: Path) -> list[str]:
 
 
 def _repoint(venv: Path, old: Path, new: Path) -> None:
-    """Make the venv's scripts, pyvenv.cfg and *.pth files say `new` where they say `old`.
-
-    A file is replaced by a new one (never written in place) when it mentions `old` or is a hardlink.
-    """
+    """Make the venv's scripts, pyvenv.cfg and *.pth files say `new` where they say `old` (by replacing them)."""
     scripts = [path for path in (venv / "bin").iterdir() if path.is_file() and not path.is_symlink()]
     for path in [*scripts, venv / "pyvenv.cfg", *venv.glob("lib/python*/site-packages/*.pth")]:
         data = path.read_bytes()
-        if os.fsencode(old) in data or path.stat().st_nlink > 1:
+        if os.fsencode(old) in data:
             fresh = path.with_name(f".{path.name}.kcode-new")
             fresh.write_bytes(data.replace(os.fsencode(old), os.fsencode(new)))
             shutil.copymode(path, fresh)
@@ -353,12 +417,12 @@ def activate(environment: Environment, workspace: Path, scratch: Path, *, log: P
     """
     environ = os.environ if environ is None else environ
     venv, log = scratch / "venv", scratch / "activate.log" if log is None else log
-    scratch.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(venv, ignore_errors=True)
-    _clone(environment.path, venv)
     variables = {**_venv_variables(venv, environment.spec, environ), "PIP_NO_INDEX": "1",
                  "PIP_NO_BUILD_ISOLATION": "0"}
     env = {**_clean(environ), **variables}
+    scratch.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    _clone(environment.path, venv, env=env, log=log)
     _pre_install(environment.spec, workspace, env, log)
     install = ["bash", "-c", environment.spec.install]
     try:
@@ -369,16 +433,9 @@ def activate(environment: Environment, workspace: Path, scratch: Path, *, log: P
     return variables
 
 
-def _clone(source: Path, dest: Path) -> None:
-    """Hardlink the venv at `source` to `dest`, then give the copy its own scripts, pyvenv.cfg and *.pth files."""
-
-    def place(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:  # another filesystem
-            shutil.copy2(src, dst)
-
-    shutil.copytree(source, dest, symlinks=True, copy_function=place)
+def _clone(source: Path, dest: Path, *, env: Mapping[str, str], log: Path) -> None:
+    """Copy the venv at `source` to `dest` (timestamps kept, so its bytecode stays valid) and point it at `dest`."""
+    _run(["cp", "-a", "--reflink=auto", "--", str(source), str(dest)], cwd=dest.parent, env=env, log=log)
     _repoint(dest, source, dest)
 
 

@@ -2,7 +2,9 @@
 
 Everything runs offline: the test project builds with an in-tree PEP 517 backend (below), so neither setuptools
 nor wheel is needed (venvs of Python >= 3.12 have no setuptools, and `wheel` is never bundled), and the builds
-run with PIP_NO_INDEX=1. A pyenv Python other than ours is used when one is installed.
+run with PIP_NO_INDEX=1. A pyenv Python other than ours is used when one is installed. The package's text at the
+setup commit is a marker that must not be found in a shared venv; mirrors, partial clones among them, are compared
+file by file (mtime and size) before and after a build.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def _line(path, data):
     return "%s,sha256=%s,%d" % (path, digest, len(data))
 def _wheel(directory, files):
     files = dict(files)
-    files[DIST + ".dist-info/METADATA"] = b"Metadata-Version: 2.1\\nName: tinypkg\\nVersion: 0.1\\n"
+    metadata = "Metadata-Version: 2.1\\nName: %s\\nVersion: %s\\n" % tuple(DIST.split("-"))
+    files[DIST + ".dist-info/METADATA"] = metadata.encode()
     files[DIST + ".dist-info/WHEEL"] = b"Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
     record = DIST + ".dist-info/RECORD"
     files[record] = "".join(_line(p, d) + "\\n" for p, d in files.items()).encode() + (record + ",,\\n").encode()
@@ -53,11 +56,14 @@ def build_editable(wheel_directory, config_settings=None, metadata_directory=Non
     return _wheel(wheel_directory, {"tinypkg.pth": (os.path.abspath(".") + "\\n").encode()})
 '''
 _PYPROJECT = '[build-system]\nrequires = []\nbuild-backend = "_backend"\nbackend-path = ["."]\n'
+# The package's text at the environment setup commit: it must not be in the shared venv (it may be a future fix).
+_SETUP_MARKER = "kcode-test-marker-of-the-setup-commit"
 
 _PYENV_VERSIONS = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
 _OTHER_PYTHON = next((v for v in ("3.10", "3.9", "3.12") if any(_PYENV_VERSIONS.glob(f"{v}.*"))), None)
 _PYTHON = _OTHER_PYTHON or f"{sys.version_info.major}.{sys.version_info.minor}"
 _OFFLINE = {**os.environ, "PIP_NO_INDEX": "1"}
+_PYTHON_36 = any(_PYENV_VERSIONS.glob("3.6.*"))  # its pip 18.1 writes no direct_url.json
 
 # Versions of these repositories in SWE-bench Verified and Lite (test splits).
 _DATASET_VERSIONS = {
@@ -91,6 +97,14 @@ def _snapshot(tree: Path) -> dict[str, tuple[int, str]]:
             for p in tree.rglob("*") if p.is_file() and not p.is_symlink()}
 
 
+def _stat_tree(tree: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(tree)): (p.lstat().st_mtime_ns, p.lstat().st_size) for p in tree.rglob("*")}
+
+
+def _holding(tree: Path, text: str) -> list[str]:
+    return [str(p) for p in tree.rglob("*") if p.is_file() and not p.is_symlink() and text.encode() in p.read_bytes()]
+
+
 def _python(variables: Mapping[str, str], code: str, cwd: Path) -> str:
     return subprocess.run(["python", "-c", code], cwd=cwd, env={**os.environ, **variables},
                           check=True, capture_output=True, text=True).stdout.strip()
@@ -98,7 +112,7 @@ def _python(variables: Mapping[str, str], code: str, cwd: Path) -> str:
 
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = _project(tmp_path_factory.mktemp("repo"), "setup")
+    repo = _project(tmp_path_factory.mktemp("repo"), _SETUP_MARKER)
     _git(repo, "init", "-q")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "tiny")
@@ -198,7 +212,8 @@ def test_a_built_environment_is_reused_and_recorded(built: tuple[list[Environmen
     if _OTHER_PYTHON:
         assert again.python_version.startswith(_OTHER_PYTHON + ".")
         assert record["python"].startswith(str(_PYENV_VERSIONS))
-    assert any(line.startswith("tinypkg") for line in record["pip_freeze"])
+    assert record["uninstalled"] == ["tinypkg"]
+    assert not any(line.startswith("tinypkg") for line in record["pip_freeze"])
     assert record["spec"]["install"] == "python -m pip install -e ."
     assert (first.path.parent / "build.log").read_text().count("$ ") >= 3
     assert "using environment" in (tmp_path / "log").read_text()
@@ -219,6 +234,76 @@ def test_a_failing_build_raises_with_the_log_and_leaves_nothing(tmp_path: Path) 
                            environ=_OFFLINE)
     assert str(log) in str(caught.value)
     assert "pip install --no-build-isolation ." in str(caught.value).splitlines()[0]
+    assert [p.name for p in (tmp_path / "cache" / "envs").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_the_shared_venv_holds_nothing_of_the_repository(built: tuple[list[Environment], Path, Path]) -> None:
+    venv = built[0][0].path
+    assert _holding(venv, _SETUP_MARKER) == []
+    assert not list(venv.glob("lib/python*/site-packages/tinypkg*"))
+
+
+@pytest.mark.skipif(not _PYTHON_36, reason="needs a pyenv Python 3.6 (pip 18.1, which writes no direct_url.json)")
+def test_without_direct_url_the_repository_is_the_new_distribution_of_its_modules(tmp_path: Path) -> None:
+    # pip 18.1 installs the setup.py project with `setup.py install` (an .egg-info) and its dependency from a wheel
+    # (a .dist-info); only the project goes.
+    backend: dict[str, object] = {}
+    exec(_BACKEND, backend)
+    (tmp_path / "wheels").mkdir()
+    backend["DIST"] = "depkg-1.0"
+    backend["_wheel"](str(tmp_path / "wheels"), {"depkg/__init__.py": b""})  # type: ignore[operator]
+    repo = _project(tmp_path / "repo", _SETUP_MARKER)
+    (repo / "pyproject.toml").write_text("[build-system]\nrequires = []\n")
+    (repo / "setup.py").write_text("from setuptools import setup\nsetup(name='tinypkg', version='0.1', "
+                                   "packages=['tinypkg'], install_requires=['depkg'])\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "tiny")
+    environment = ensure_environment(_spec(python="3.6"), repo / ".git", _git(repo, "rev-parse", "HEAD"),
+                                     tmp_path / "cache", log=tmp_path / "log",
+                                     environ={**_OFFLINE, "PIP_FIND_LINKS": str(tmp_path / "wheels")})
+    assert json.loads((environment.path.parent / "record.json").read_text())["uninstalled"] == ["tinypkg"]
+    assert _holding(environment.path, _SETUP_MARKER) == []
+    python = str(environment.path / "bin" / "python")
+    subprocess.run([python, "-c", "import depkg"], cwd=tmp_path, check=True)
+    assert subprocess.run([python, "-c", "import tinypkg"], cwd=tmp_path, capture_output=True).returncode == 1
+
+
+@pytest.fixture
+def partial_mirror(tmp_path: Path) -> tuple[Path, str]:
+    """A blobless partial clone (`--filter=blob:none`, with its promisor remote) of a one-commit repository."""
+    upstream = _project(tmp_path / "upstream", _SETUP_MARKER)
+    _git(upstream, "init", "-q")
+    _git(upstream, "add", "-A")
+    _git(upstream, "commit", "-qm", "tiny")
+    _git(upstream, "config", "uploadpack.allowFilter", "true")
+    mirror = tmp_path / "mirror.git"
+    subprocess.run(["git", "clone", "-q", "--bare", "--filter=blob:none", f"file://{upstream}", str(mirror)],
+                   check=True)
+    assert _git(mirror, "config", "remote.origin.partialclonefilter") == "blob:none"
+    assert list((mirror / "objects" / "pack").glob("*.promisor"))
+    return mirror, _git(upstream, "rev-parse", "HEAD")
+
+
+def test_a_partial_mirror_is_only_read(partial_mirror: tuple[Path, str], tmp_path: Path) -> None:
+    mirror, commit = partial_mirror
+    for path in _git(mirror, "ls-tree", "-r", "--name-only", commit).split():
+        _git(mirror, "cat-file", "-p", f"{commit}:{path}")  # fetches the blob, as one would to build from it
+    before = _stat_tree(mirror)
+    environment = ensure_environment(_spec(), mirror, commit, tmp_path / "cache", log=tmp_path / "log",
+                                     environ=_OFFLINE)
+    assert environment.build_s > 0
+    assert _stat_tree(mirror) == before
+
+
+def test_a_partial_mirror_without_the_blobs_fails_the_build_and_is_left_alone(
+        partial_mirror: tuple[Path, str], tmp_path: Path) -> None:
+    mirror, commit = partial_mirror
+    before = _stat_tree(mirror)
+    with pytest.raises(EnvironmentBuildError, match=f"cannot check out the environment setup commit {commit}: "
+                                                    f"the mirror {mirror} lacks 3 of the objects"):
+        ensure_environment(_spec(), mirror, commit, tmp_path / "cache", log=tmp_path / "log", environ=_OFFLINE)
+    assert _stat_tree(mirror) == before
     assert [p.name for p in (tmp_path / "cache" / "envs").iterdir() if not p.name.endswith(".lock")] == []
 
 
@@ -244,8 +329,22 @@ def test_activations_are_private_and_leave_the_shared_env_alone(built: tuple[lis
                              text=True, check=True).stdout
         assert f"from {private}/lib/" in pip  # a console script runs the private interpreter
     assert _snapshot(environment.path) == before
-    assert _python(os.environ | {"PATH": f"{environment.path}/bin{os.pathsep}{os.environ['PATH']}"},
-                   "import tinypkg; print(tinypkg.MARKER)", cwd=tmp_path) == "setup"
+    shared = subprocess.run([environment.path / "bin" / "python", "-c", "import tinypkg"], cwd=tmp_path,
+                            capture_output=True, text=True, check=False)
+    assert "No module named 'tinypkg'" in shared.stderr
+
+
+def test_an_activated_venv_is_a_copy_not_links(built: tuple[list[Environment], Path, Path], tmp_path: Path) -> None:
+    environment = built[0][0]
+    activate(environment, _project(tmp_path / "ws", "ws"), tmp_path / "scratch", environ=_OFFLINE)
+    [shared] = environment.path.glob("lib/python*/site-packages/pip/__init__.py")
+    private = tmp_path / "scratch" / "venv" / shared.relative_to(environment.path)
+    before = shared.read_bytes()
+    assert private.read_bytes() == before
+    with private.open("a") as written_in_place:
+        written_in_place.write("# an agent was here\n")
+    assert shared.read_bytes() == before
+    assert private.stat().st_ino != shared.stat().st_ino
 
 
 def test_pre_install_skips_apt_get_and_install_retries_with_the_index(
