@@ -138,13 +138,24 @@ def environment_spec(repo: str, version: str, extra_specs: Path | None = None) -
     """The spec of `repo` ("owner/name") at `version`; `extra_specs` (same TOML shape) replaces whole repositories."""
     specs = dict(_builtin_specs())
     if extra_specs is not None:
-        specs.update(_parse_specs(extra_specs.read_text(), str(extra_specs)))
+        specs.update(load_specs(extra_specs))
     if repo not in specs:
         raise HarnessError(f"no environment spec for {repo}; known repositories: {', '.join(sorted(specs))}")
     if version not in specs[repo]:
         known = ", ".join(sorted(specs[repo], key=_version_order))
         raise HarnessError(f"no environment spec for {repo} version {version}; known versions: {known}")
     return specs[repo][version]
+
+
+def load_specs(path: Path) -> dict[str, dict[str, EnvironmentSpec]]:
+    """The specs in a TOML file of specs/python.toml's shape, by repository and version; HarnessError naming
+    the file and the problem when it cannot be read or does not fit the shape."""
+    try:
+        return _parse_specs(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"cannot read environment specs {path}: {exc}") from None
+    except (AttributeError, TypeError, ValueError) as exc:  # a value of the wrong type somewhere in the tables
+        raise HarnessError(f"{path}: a value has the wrong type ({exc})") from None
 
 
 @functools.cache

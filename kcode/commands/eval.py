@@ -21,6 +21,7 @@ from rich.console import Console
 from kcode.config import Settings, config_dir, data_dir, secret_names
 from kcode.ui.eval_progress import EvalProgress, JsonEvalEvents
 from swe_harness.dataset import Instance, load_dataset, select_instances
+from swe_harness.environment import load_specs
 from swe_harness.errors import HarnessError
 from swe_harness.events import HarnessSink
 from swe_harness.grading import grade_all
@@ -62,6 +63,9 @@ class Selection:
     env_specs: Path | None = None
 
     def instances(self) -> list[Instance]:
+        """The selected instances; a bad dataset, selection or spec file fails here, before any work."""
+        if self.env_specs is not None:
+            load_specs(self.env_specs)
         return select_instances(load_dataset(self.dataset), self.ids, pattern=self.pattern,
                                 slice_spec=self.slice_spec)
 

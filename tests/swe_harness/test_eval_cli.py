@@ -119,11 +119,18 @@ def test_grade_gold_with_two_workers_and_json_events(task: TaskRepo, env_specs: 
     (["--gold", "--predictions", "p.jsonl"], "give exactly one of --predictions FILE or --gold"),
     (["--gold", "--slice", "x"], "--slice takes START:STOP"),
     (["--gold", "nope-1"], "not in the dataset: nope-1"),
+    (["--gold", "--env-specs", "specs.toml"], "specs.toml: a value has the wrong type"),
+    (["--gold", "--output", "p.jsonl/sub"], "cannot use"),
+    (["--predictions", "p.jsonl"], "1 prediction(s) name instances that are not in"),
 ])
 def test_bad_input_is_one_line_and_exit_2(task: TaskRepo, tmp_path: Path, args: list[str], message: str) -> None:
     dataset = write_dataset(tmp_path / "dataset.jsonl", [instance_row(task)])
-    (tmp_path / "p.jsonl").write_text("")
+    (tmp_path / "p.jsonl").write_text('{"instance_id": "other__repo-1", "model_patch": "x"}\n')
+    (tmp_path / "specs.toml").write_text('["acme/calc"]\nversions = ["1.0"]\npython = "3.11"\ninstall = ""\n'
+                                         'variables = {A = 1}\n')
+    where = {"p.jsonl": str(tmp_path / "p.jsonl"), "specs.toml": str(tmp_path / "specs.toml")}
     done = kcode(["eval", "grade", "--dataset", str(dataset), "--repos", str(task.mirrors_dir), "--output",
-                  str(tmp_path / "out"), *[a.replace("p.jsonl", str(tmp_path / "p.jsonl")) for a in args]], tmp_path)
+                  str(tmp_path / "out"), *[where.get(a.split("/")[0], a) + ("/sub" if a.endswith("/sub") else "")
+                                           for a in args]], tmp_path)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
