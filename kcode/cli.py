@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -211,23 +212,13 @@ def eval_run(
     Exit codes: 0 every instance reached an outcome, 1 some ended in an error, 2 usage or configuration
     error, 130 interrupted (rerun the same command to resume).
     """
-    from kcode.commands.eval import EvalExit
     from kcode.commands.eval import eval_run as run
-    from kcode.errors import KcodeError
 
     limits = [f"cost_limit_usd={cost_limit}"] * (cost_limit is not None) + \
         [f"time_limit_s={time_limit}"] * (time_limit is not None)
-    try:
-        selection = _selection(dataset, ids, pattern, slice_spec, repos, output, cache, workers, json_events,
-                               env_specs)
-        settings = _load(profile, model, base_url, config, [*assignments, *limits])
-        code = run(selection, settings, max_steps=max_steps, environ=os.environ)
-    except KcodeError as exc:
-        raise _fail(str(exc), EvalExit.USAGE) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted; finished instances are kept, rerun the same command to resume",
-                    EvalExit.INTERRUPTED) from None
-    raise typer.Exit(int(code))
+    raise _eval_exit(lambda: run(
+        _selection(dataset, ids, pattern, slice_spec, repos, output, cache, workers, json_events, env_specs),
+        _load(profile, model, base_url, config, [*assignments, *limits]), max_steps=max_steps, environ=os.environ))
 
 
 @eval_app.command("grade")
@@ -254,20 +245,26 @@ def eval_grade(
     """
     from kcode.commands.eval import EvalExit
     from kcode.commands.eval import eval_grade as grade
-    from kcode.errors import KcodeError
 
     if (predictions is None) == (not gold):
         raise _fail("give exactly one of --predictions FILE or --gold", EvalExit.USAGE)
+    raise _eval_exit(lambda: grade(
+        _selection(dataset, ids, pattern, slice_spec, repos, output, cache, workers, json_events, env_specs),
+        predictions, timeout_s=timeout, environ=os.environ))
+
+
+def _eval_exit(command: Callable[[], int]) -> typer.Exit:
+    """Run an eval command to its exit: a KcodeError is a usage error, and Ctrl-C says how to resume."""
+    from kcode.commands.eval import EvalExit
+    from kcode.errors import KcodeError
+
     try:
-        selection = _selection(dataset, ids, pattern, slice_spec, repos, output, cache, workers, json_events,
-                               env_specs)
-        code = grade(selection, predictions, timeout_s=timeout, environ=os.environ)
+        return typer.Exit(int(command()))
     except KcodeError as exc:
-        raise _fail(str(exc), EvalExit.USAGE) from None
+        return _fail(str(exc), EvalExit.USAGE)
     except KeyboardInterrupt:
-        raise _fail("interrupted; finished instances are kept, rerun the same command to resume",
-                    EvalExit.INTERRUPTED) from None
-    raise typer.Exit(int(code))
+        return _fail("interrupted; finished instances are kept, rerun the same command to resume",
+                     EvalExit.INTERRUPTED)
 
 
 engine_app = typer.Typer(help="The local K2 / DeepSeek-V3 engine's own tools.", no_args_is_help=True)
