@@ -1,8 +1,8 @@
 """Python environments for SWE-bench instances, built on this machine instead of in Docker images.
 
 Why it works this way:
-- swebench 5.x keeps the environment facts (Python version, pins, requirement files, install command) only in
-  per-instance Dockerfiles, so they are data here: specs/python.toml, from swebench 4.1.0's constants.
+- What to build comes from an `EnvironmentSpec` (environment_specs.py: the facts swebench 5.x keeps only in
+  per-instance Dockerfiles, as data).
 - A build takes minutes and many instances share one, so `ensure_environment` builds a venv once per (spec,
   setup commit) under a cache dir: under a file lock (two workers asking at once build it once), in a temporary
   directory renamed into place when complete (a failed or killed build leaves nothing that is later reused).
@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -48,16 +47,13 @@ import time
 import tomllib
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from importlib import resources
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+from swe_harness.environment_specs import EnvironmentSpec
 from swe_harness.errors import HarnessError
 from swe_harness.workspace import prepare_workspace
 
-_SPEC_FIELDS = frozenset({"python", "install", "build_tools", "packages", "requirements_files", "pre_install",
-                          "variables", "test_cmd", "log_parser"})
 _DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0", "wheel")  # what pip assumes without a [build-system] table
 _COMMAND_TIMEOUT_S = 3600.0
 _TAIL_LINES = 20
@@ -79,40 +75,6 @@ class EnvironmentBuildError(HarnessError):
 
 
 @dataclass(frozen=True)
-class EnvironmentSpec:
-    """How to build and use the environment of one (repository, version)."""
-
-    python: str
-    """Interpreter version, "X.Y"."""
-    install: str
-    """Shell line that installs the repository in its workspace, e.g. "python -m pip install -e ."."""
-    build_tools: tuple[str, ...] = ("setuptools", "wheel")
-    """pip requirements installed first, into the bare venv: conda's python came with setuptools and wheel, and
-    without wheel old pip installs sdists with `setup.py install`, which compiles no bytecode."""
-    packages: tuple[str, ...] = ()
-    """pip requirements installed after the requirement files (so their pins win)."""
-    requirements_files: tuple[str, ...] = ()
-    """Repository paths read at the environment setup commit and installed after the build tools."""
-    pre_install: tuple[str, ...] = ()
-    """Shell lines run in the source tree before the repository is installed."""
-    variables: Mapping[str, str] = field(default_factory=dict, hash=False)
-    """Extra environment for install and tests (SETUPTOOLS_SCM_PRETEND_VERSION, ...)."""
-    test_cmd: str = "pytest -rA"
-    """The test command when a dataset row brings no eval script."""
-    log_parser: str = "parse_log_pytest"
-    """A key of swebench.harness.log_parsers.PARSER_REGISTRY."""
-    name: str = "custom"
-    """Names the environment's directory, e.g. "psf__requests-1.1"."""
-
-    def build_key(self, setup_commit: str) -> str:
-        """A hash of what goes into the shared venv; install, test_cmd and log_parser only matter later."""
-        built = {"python": self.python, "build_tools": self.build_tools, "packages": self.packages,
-                 "requirements_files": self.requirements_files, "pre_install": self.pre_install,
-                 "variables": dict(self.variables), "setup_commit": setup_commit, "recipe": _RECIPE}
-        return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
 class Environment:
     """A built venv, shared by every instance of its (repository, version); `activate` copies it per instance."""
 
@@ -131,78 +93,6 @@ class _Interpreter:
     version: str
 
 
-# --- specs ---------------------------------------------------------------------------------------------------
-
-
-def environment_spec(repo: str, version: str, extra_specs: Path | None = None) -> EnvironmentSpec:
-    """The spec of `repo` ("owner/name") at `version`; `extra_specs` (same TOML shape) replaces whole repositories."""
-    specs = dict(_builtin_specs())
-    if extra_specs is not None:
-        specs.update(load_specs(extra_specs))
-    if repo not in specs:
-        raise HarnessError(f"no environment spec for {repo}; known repositories: {', '.join(sorted(specs))}")
-    if version not in specs[repo]:
-        known = ", ".join(sorted(specs[repo], key=_version_order))
-        raise HarnessError(f"no environment spec for {repo} version {version}; known versions: {known}")
-    return specs[repo][version]
-
-
-def load_specs(path: Path) -> dict[str, dict[str, EnvironmentSpec]]:
-    """The specs in a TOML file of specs/python.toml's shape, by repository and version; HarnessError naming
-    the file and the problem when it cannot be read or does not fit the shape."""
-    try:
-        return _parse_specs(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HarnessError(f"cannot read environment specs {path}: {exc}") from None
-    except (AttributeError, TypeError, ValueError) as exc:  # a value of the wrong type somewhere in the tables
-        raise HarnessError(f"{path}: a value has the wrong type ({exc})") from None
-
-
-@functools.cache
-def _builtin_specs() -> dict[str, dict[str, EnvironmentSpec]]:
-    text = (resources.files("swe_harness") / "specs" / "python.toml").read_text()
-    return _parse_specs(text, "swe_harness/specs/python.toml")
-
-
-def _parse_specs(text: str, source: str) -> dict[str, dict[str, EnvironmentSpec]]:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise HarnessError(f"{source} is not valid TOML: {exc}") from exc
-    specs: dict[str, dict[str, EnvironmentSpec]] = {}
-    for repo, table in data.items():
-        defaults = {key: value for key, value in table.items() if key not in ("versions", "overrides")}
-        fields = {version: dict(defaults) for version in table.get("versions", ())}
-        for override in table.get("overrides", ()):
-            for version in override.get("versions", ()):
-                if version not in fields:
-                    raise HarnessError(f"{source}: {repo} overrides version {version}, which is not in its versions")
-                fields[version].update({key: value for key, value in override.items() if key != "versions"})
-        specs[repo] = {version: _spec(repo, version, values, source)
-                       for version, values in fields.items()}
-    return specs
-
-
-def _spec(repo: str, version: str, values: dict[str, Any], source: str) -> EnvironmentSpec:
-    unknown = sorted(set(values) - _SPEC_FIELDS)
-    if unknown or "python" not in values or "install" not in values:
-        problem = f"unknown fields {unknown}" if unknown else "needs both python and install"
-        raise HarnessError(f"{source}: {repo} {version}: {problem}")
-    return EnvironmentSpec(
-        python=values["python"], install=values["install"],
-        build_tools=tuple(values.get("build_tools", EnvironmentSpec.build_tools)),
-        packages=tuple(values.get("packages", ())),
-        requirements_files=tuple(values.get("requirements_files", ())),
-        pre_install=tuple(values.get("pre_install", ())),
-        variables={key: value.replace("{version}", version) for key, value in values.get("variables", {}).items()},
-        test_cmd=values.get("test_cmd", "pytest -rA"), log_parser=values.get("log_parser", "parse_log_pytest"),
-        name=f"{repo.replace('/', '__')}-{version}")
-
-
-def _version_order(version: str) -> tuple[int, ...]:
-    return tuple(int(part) if part.isdigit() else -1 for part in version.split("."))
-
-
 # --- building the shared venv -------------------------------------------------------------------------------
 
 
@@ -215,7 +105,7 @@ def ensure_environment(spec: EnvironmentSpec, mirror: Path, setup_commit: str, c
     """
     environ = os.environ if environ is None else environ
     envs = cache_dir / "envs"
-    home = envs / f"{spec.name}-{spec.build_key(setup_commit)[:8]}"
+    home = envs / f"{spec.name}-{_build_key(spec, setup_commit)[:8]}"
     envs.mkdir(parents=True, exist_ok=True)
     if not (home / _RECORD).exists():
         with _exclusive(envs / f".{home.name}.lock"):
@@ -225,6 +115,14 @@ def ensure_environment(spec: EnvironmentSpec, mirror: Path, setup_commit: str, c
     _note(log, f"using environment {home} (built {record['built']} in {record['build_s']} s)")
     return Environment(path=home / "venv", python_version=record["python_version"],
                        requested_python=record["requested_python"], spec=spec, build_s=0.0)
+
+
+def _build_key(spec: EnvironmentSpec, setup_commit: str) -> str:
+    """A hash of what goes into the shared venv; install, test_cmd and log_parser only matter later."""
+    built = {"python": spec.python, "build_tools": spec.build_tools, "packages": spec.packages,
+             "requirements_files": spec.requirements_files, "pre_install": spec.pre_install,
+             "variables": dict(spec.variables), "setup_commit": setup_commit, "recipe": _RECIPE}
+    return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from swe_harness.dataset import Instance
-from swe_harness.environment import EnvironmentSpec
+from swe_harness.environment_specs import EnvironmentSpec
 
 CONTAINER_ROOT = "/testbed"
 START_MARKER = ">>>>> Start Test Output"

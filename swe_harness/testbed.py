@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swe_harness.dataset import Instance
-from swe_harness.environment import Environment, EnvironmentSpec, activate, ensure_environment, environment_spec
+from swe_harness.environment import Environment, activate, ensure_environment
+from swe_harness.environment_specs import EnvironmentSpec, environment_spec
 from swe_harness.errors import HarnessError, InstanceError
 from swe_harness.network import isolated
 from swe_harness.repos import find_mirror, git_env

@@ -21,7 +21,7 @@ from rich.console import Console
 from kcode.config import Settings, config_dir, data_dir, secret_names
 from kcode.ui.eval_progress import EvalProgress, JsonEvalEvents
 from swe_harness.dataset import Instance, load_dataset, select_instances
-from swe_harness.environment import load_specs
+from swe_harness.environment_specs import load_specs
 from swe_harness.errors import HarnessError
 from swe_harness.events import HarnessSink
 from swe_harness.grading import grade_all

@@ -21,14 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from swe_harness.environment import (
-    Environment,
-    EnvironmentBuildError,
-    EnvironmentSpec,
-    activate,
-    ensure_environment,
-    environment_spec,
-)
+from swe_harness.environment import Environment, EnvironmentBuildError, activate, ensure_environment
+from swe_harness.environment_specs import EnvironmentSpec, environment_spec
 from swe_harness.errors import HarnessError
 
 # A PEP 517/660 backend in ~20 lines: a wheel with the package, or an editable wheel with a .pth to the source.

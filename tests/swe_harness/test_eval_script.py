@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from swe_harness.dataset import Instance
-from swe_harness.environment import EnvironmentSpec
+from swe_harness.environment_specs import EnvironmentSpec
 from swe_harness.eval_script import (
     adapt_eval_script,
     generated_eval_script,
