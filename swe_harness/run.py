@@ -29,7 +29,7 @@ from kcode.commands.agent_setup import budget, compactor
 from kcode.config import Settings
 from kcode.messages import system, user
 from swe_harness.dataset import Instance
-from swe_harness.errors import InstanceError
+from swe_harness.errors import HarnessError, InstanceError
 from swe_harness.events import HarnessSink, InstanceFinished, InstanceStarted, InstanceStep
 from swe_harness.predictions import Prediction, PredictionWriter, load_predictions
 from swe_harness.report import ERROR_FILE, INSTANCES_DIR
@@ -170,8 +170,12 @@ def run_all(instances: Sequence[Instance], settings: Settings, options: TestbedO
     Errors leave no prediction, so rerunning the same command tries them again and skips the rest.
     """
     output.mkdir(parents=True, exist_ok=True)
+    done = load_predictions(output / PREDICTIONS_FILE) if (output / PREDICTIONS_FILE).exists() else {}
+    others = sorted({p.model_name_or_path for p in done.values()} - {settings.profile.model})
+    if others:  # resuming someone else's run would mix two models' answers in one set of predictions
+        raise HarnessError(f"{output / PREDICTIONS_FILE} holds predictions of {', '.join(others)}, not of "
+                           f"{settings.profile.model}; give this run another --output")
     writer = PredictionWriter(output / PREDICTIONS_FILE)
-    done = load_predictions(writer.path) if writer.path.exists() else {}
     for instance_id in (i.instance_id for i in instances if i.instance_id in done):
         emit(InstanceFinished(instance_id, "submitted", "finished by an earlier run", resumed=True))
 

@@ -90,6 +90,10 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
             "detail": "finished by an earlier run", "seconds": 0.0, "resumed": True} in events
     assert len(openai_server.chat_requests) == requests_before  # resumed: the finished instance cost nothing
     assert len((output / "predictions.jsonl").read_text().splitlines()) == 1
+    other_model = kcode(["eval", "run", "--model", "another-model",
+                         *common(task, dataset, output, env_specs, env_cache)], tmp_path, openai_server)
+    assert other_model.returncode == 2 and "holds predictions of scripted-model, not of another-model" in \
+        other_model.stderr
 
     graded = kcode(["eval", "grade", "--predictions", str(output / "predictions.jsonl"),
                     *common(task, dataset, output, env_specs, env_cache)], tmp_path)
