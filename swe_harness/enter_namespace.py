@@ -1,7 +1,7 @@
 """Run by `unshare` inside fresh network and mount namespaces, before the command it then becomes.
 
-`python enter_namespace.py [hide:DIR | keep:DIR]... -- COMMAND...` brings the namespace's loopback up (test
-suites talk to servers they start on localhost; the host's localhost stays out of reach), covers each hidden
+`python enter_namespace.py [hide:DIR | keep:DIR]... -- COMMAND...` brings a new network namespace's loopback up
+(test suites talk to servers they start on localhost; the host's localhost stays out of reach), covers each hidden
 directory with an empty tmpfs, puts each kept directory back where it was (a testbed inside the hidden
 scratch root), then execs COMMAND in this same process, so the caller's process-group kills still reach it.
 Without `hide:`/`keep:` arguments everything after the script is the command.
@@ -21,15 +21,17 @@ import socket
 import struct
 import sys
 
-_SIOCSIFFLAGS = 0x8914
+_SIOCGIFFLAGS, _SIOCSIFFLAGS = 0x8913, 0x8914
 _IFF_UP, _IFF_LOOPBACK, _IFF_RUNNING = 0x1, 0x8, 0x40
 _MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC = 0x2, 0x4, 0x1000, 0x4000
 
 
 def main(argv: list[str]) -> None:
     hidden, kept, command = _parse(argv)
-    with socket.socket() as probe:
-        fcntl.ioctl(probe, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", _IFF_UP | _IFF_LOOPBACK | _IFF_RUNNING))
+    with socket.socket() as probe:  # a new network namespace's loopback is down; the host's is left alone
+        flags = struct.unpack("16sH22x", fcntl.ioctl(probe, _SIOCGIFFLAGS, struct.pack("16sH22x", b"lo", 0)))[1]
+        if not flags & _IFF_UP:
+            fcntl.ioctl(probe, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", _IFF_UP | _IFF_LOOPBACK | _IFF_RUNNING))
     handles = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in kept}  # reachable once covered
     for path in hidden:
         if os.path.isdir(path):

@@ -24,6 +24,7 @@ from swe_harness.dataset import Instance
 from swe_harness.errors import InstanceError
 from swe_harness.eval_script import local_eval_script, split_at_tests
 from swe_harness.events import HarnessSink, InstanceFinished, InstanceStarted
+from swe_harness.network import with_network
 from swe_harness.predictions import Prediction
 from swe_harness.report import (
     ERROR_FILE,
@@ -117,7 +118,8 @@ def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, netw
     test_spec = make_test_spec(record)
     (out_dir / "eval.sh").write_text(test_spec.eval_script, encoding="utf-8")
     script, env, prefix = _staged_script(test_spec.eval_script, testbed.scratch, testbed.variables,
-                                         testbed.launcher(network_prefix))
+                                         testbed.launcher(network_prefix),
+                                         testbed.launcher(with_network(network_prefix)))
     eval_started = time.monotonic()
     timed_out = run_script(script, testbed.workspace, env, test_log, prefix, timeout_s, cancellation)
     if cancellation.cancelled:
@@ -137,12 +139,12 @@ def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, netw
     return report
 
 
-def _staged_script(eval_script: str, where: Path, variables: Mapping[str, str],
-                   launcher: Sequence[str]) -> tuple[Path, dict[str, str], tuple[str, ...]]:
+def _staged_script(eval_script: str, where: Path, variables: Mapping[str, str], launcher: Sequence[str],
+                   online_launcher: Sequence[str]) -> tuple[Path, dict[str, str], tuple[str, ...]]:
     """The script to start in `where` (inside the testbed, which the tests can see), its environment and its
-    launcher: the part before the tests may reach the package index (a patch may add a dependency, and
-    SWE-bench's container is online), then it `exec`s the tests through `launcher`, offline, so exported
-    variables and the directory carry over."""
+    launcher: the part before the tests runs through `online_launcher`, so it may reach the package index (a
+    patch may add a dependency, and SWE-bench's container is online) but sees no private directory; then it
+    `exec`s the tests through `launcher`, offline, so exported variables and the directory carry over."""
     install_part, test_part = split_at_tests(eval_script)
     tests = where / "eval_tests.sh"
     tests.write_text(test_part, encoding="utf-8")
@@ -151,7 +153,7 @@ def _staged_script(eval_script: str, where: Path, variables: Mapping[str, str],
     enter = shlex.join(["env", "PIP_NO_INDEX=1", *launcher, "bash", str(tests)])
     script = where / "eval_install.sh"
     script.write_text(f"{install_part}exec {enter}\n", encoding="utf-8")
-    return script, {name: value for name, value in variables.items() if name != "PIP_NO_INDEX"}, ()
+    return script, {name: value for name, value in variables.items() if name != "PIP_NO_INDEX"}, tuple(online_launcher)
 
 
 def apply_patch(workspace: Path, patch_file: Path, env: Mapping[str, str]) -> tuple[str, ...] | None:

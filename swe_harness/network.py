@@ -41,6 +41,14 @@ def no_network_prefix() -> tuple[str, ...]:
     return probe_no_network_prefix(os.environ, is_root=os.geteuid() == 0)
 
 
+def with_network(prefix: Sequence[str]) -> tuple[str, ...]:
+    """`prefix` (from `no_network_prefix`) with the host's network: private mounts only (`unshare -m` / `-rm`),
+    for the steps that may reach the package index but must not see private directories either."""
+    if not prefix:
+        return ()
+    return (prefix[0], prefix[1].replace("n", ""), *prefix[2:])
+
+
 def isolated(prefix: Sequence[str], *, hide: Iterable[Path] = (), keep: Iterable[Path] = ()) -> tuple[str, ...]:
     """`prefix` (from `no_network_prefix`) that also covers the `hide` directories with empty ones, except for
     the `keep` directories inside them; the command follows."""

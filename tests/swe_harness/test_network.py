@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from swe_harness.network import NetworkIsolationError, isolated, no_network_prefix, probe_no_network_prefix
+from swe_harness.network import (
+    NetworkIsolationError,
+    isolated,
+    no_network_prefix,
+    probe_no_network_prefix,
+    with_network,
+)
 
 # Exits 0 when the connect succeeds, else prints the errno name. It refuses to dial at all unless the only
 # interface it can see is loopback, so a broken prefix can never send a packet off this machine.
@@ -127,3 +133,17 @@ def test_hidden_directories_are_empty_inside_kept_ones_show_through_and_the_host
     assert sorted(p.name for p in scratch.iterdir()) == ["mine", "theirs"]
     assert (scratch / "mine" / "new").read_text() == "written\n"  # the kept testbed is the real one
     assert isolated(prefix) == prefix
+
+
+def test_with_network_keeps_the_host_network_but_still_hides(tmp_path: Path, server: int) -> None:
+    prefix = _prefix()
+    online = with_network(prefix)
+    assert online[1] in {"-m", "-rm"} and online[2:] == prefix[2:] and with_network(()) == ()
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "secret").write_text("x")
+    inside = subprocess.run([*isolated(online, hide=[tmp_path / "private"]), sys.executable, "-c", _CONNECT,
+                             "127.0.0.1", str(server)], capture_output=True, text=True, timeout=30)
+    assert inside.returncode == 0, inside.stdout + inside.stderr  # the host's loopback server is reachable
+    listing = subprocess.run([*isolated(online, hide=[tmp_path / "private"]), "ls", "-A", str(tmp_path / "private")],
+                             capture_output=True, text=True, timeout=30)
+    assert listing.returncode == 0 and listing.stdout == ""
