@@ -102,10 +102,14 @@ class Settings:
     """Tries of one model request, the first included, on rate limits, server errors and broken streams."""
     request_timeout_s: float = 300.0
     """Longest wait for the next byte of a model response before the try counts as failed."""
+    credential_variables: frozenset[str] = frozenset()
+    """Variables of the environment the settings were loaded from whose names say they hold credentials
+    (`*_API_KEY`, `*_TOKEN`, `*SECRET*`, ...); filled in by `load_settings`."""
 
     def secret_variables(self) -> frozenset[str]:
-        """Environment variables holding model API keys: the agent's shell must not see them."""
-        names = set(API_KEY_VARIABLES)
+        """Environment variables holding model API keys or other credentials: the agent's shell must not see
+        them."""
+        names = set(API_KEY_VARIABLES) | self.credential_variables
         if self.profile.api_key_env:
             names.add(self.profile.api_key_env)
         return frozenset(names)
@@ -204,7 +208,8 @@ def load_settings(env: Mapping[str, str], overrides: Overrides | None = None) ->
     document = _read_toml(path) if path is not None else {}
     values = _layered_settings(document, path, env, overrides)
     profile = _resolve_profile(document, path, env, overrides)
-    return Settings(profile=profile, config_dir=config_dir, data_dir=data_dir(env), config_file=path, **values)
+    return Settings(profile=profile, config_dir=config_dir, data_dir=data_dir(env), config_file=path,
+                    credential_variables=secret_names(env), **values)
 
 
 def data_dir(env: Mapping[str, str]) -> Path:

@@ -78,7 +78,7 @@ def eval_run(selection: Selection, settings: Settings, *, max_steps: int | None,
     instances = selection.instances()
     prefix = no_network_prefix()
     make_backend(settings)  # a model that cannot be configured fails here, once, not per instance
-    hidden = settings.secret_variables() | secret_names(environ)
+    hidden = settings.secret_variables()
 
     def work(emit: HarnessSink) -> list[RunOutcome]:
         with _testbed_options(selection, environ, hidden) as options:

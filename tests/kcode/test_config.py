@@ -314,3 +314,9 @@ def test_secret_names_finds_credentials_by_name_and_always_the_built_in_keys() -
                "GITHUB_TOKEN": "e", "PATH": "/bin", "TOKENIZERS_PARALLELISM": "false", "HOME": "/root"}
     assert secret_names(environ) == {"ANTHROPIC_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD",
                                      "GITHUB_TOKEN", "KCODE_API_KEY", "MOONSHOT_API_KEY", "OPENAI_API_KEY"}
+
+
+def test_settings_remember_the_credentials_of_the_environment_they_came_from(home: Path) -> None:
+    settings = load(home, MOONSHOT_API_KEY="k", HF_TOKEN="t", PLAIN="p")
+    assert {"HF_TOKEN", "MOONSHOT_API_KEY", "KCODE_API_KEY"} <= settings.secret_variables()
+    assert "PLAIN" not in settings.secret_variables()

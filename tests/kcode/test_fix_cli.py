@@ -230,8 +230,10 @@ def test_the_agents_shell_never_sees_the_api_key(repo: Path, tmp_path: Path, ope
     openai_server.add(Reply(tool_calls=(ScriptedCall("bash", json.dumps({"command": "env"})),)),
                       Reply(tool_calls=(SUBMIT,)))
     done = _kcode(["fix", str(repo), "--task", "show env", "--yes"], openai_server, tmp_path,
-                  MOONSHOT_API_KEY="sk-moonshot-secret", VISIBLE_SETTING="still-here")
+                  MOONSHOT_API_KEY="sk-moonshot-secret", VISIBLE_SETTING="still-here", GITHUB_TOKEN="ghp-secret",
+                  AWS_SECRET_ACCESS_KEY="aws-secret", TOKENIZERS_PARALLELISM="false")
     assert done.returncode == 1, done.stderr
     shown = openai_server.chat_requests[1].body["messages"][-1]["content"]
-    assert "VISIBLE_SETTING=still-here" in shown
+    assert "VISIBLE_SETTING=still-here" in shown and "TOKENIZERS_PARALLELISM=false" in shown
     assert "test-key" not in shown and "sk-moonshot-secret" not in shown
+    assert "ghp-secret" not in shown and "aws-secret" not in shown  # any credential by its name
