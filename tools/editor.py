@@ -128,8 +128,8 @@ class EditorTool:
             return ToolResult(self._listing(path), data={"path": shown})
         self._require_file(path, shown)
         start, end = _parse_range(view_range, self.settings.view_window_lines)
-        size = path.stat().st_size
-        with path.open("rb") as f:
+        with _open_regular(path, shown) as f:
+            size = os.fstat(f.fileno()).st_size
             head = f.read(BINARY_SNIFF_BYTES)
             if looks_binary(head):
                 raise ToolError(f"{shown} is a binary file ({_size_text(size)}), so the editor cannot show it; "
@@ -369,16 +369,31 @@ class EditorTool:
 
     def _load(self, path: Path, shown: str) -> _Loaded:
         self._require_file(path, shown)
-        info = path.stat()
-        if info.st_size > MAX_EDIT_BYTES:
-            raise ToolError(f"{shown} is {_size_text(info.st_size)}, more than the editor edits "
-                            f"({_size_text(MAX_EDIT_BYTES)}); change it with a script through bash "
-                            "(e.g. sed or python).")
-        data = path.read_bytes()
+        with _open_regular(path, shown) as f:
+            info = os.fstat(f.fileno())
+            if info.st_size > MAX_EDIT_BYTES:
+                raise ToolError(f"{shown} is {_size_text(info.st_size)}, more than the editor edits "
+                                f"({_size_text(MAX_EDIT_BYTES)}); change it with a script through bash "
+                                "(e.g. sed or python).")
+            data = f.read()
         if looks_binary(data):
             raise ToolError(f"{shown} is a binary file, so the editor cannot change it; use bash for binary files.")
         text, fmt = decode(data)
         return _Loaded(data, text, fmt, info.st_mode)
+
+
+def _open_regular(path: Path, shown: str) -> BinaryIO:
+    """Open `path` for reading as a regular file, checked on the open descriptor itself: a symlink, FIFO or
+    device swapped in after the path was checked is refused instead of followed or waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ToolError(f"cannot read {shown}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ToolError(f"{shown} is not a regular file; the editor works on regular files.")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _check_arguments(command: str, arguments: Mapping[str, Any]) -> None:

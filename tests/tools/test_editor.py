@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -17,7 +18,8 @@ import pytest
 from tools.base import ToolResult
 from tools.clamp import OutputClamp
 from tools.edit_history import Edit, EditHistory
-from tools.editor import MAX_EDIT_BYTES, EditorTool
+from tools.editor import MAX_EDIT_BYTES, EditorTool, _open_regular
+from tools.errors import ToolError
 from tools.settings import ToolSettings
 from tools.toolset import Toolset
 from tools.workspace import Workspace
@@ -506,3 +508,28 @@ def test_the_schema_declares_a_type_for_every_property(root: Path) -> None:
     assert all("type" in spec for spec in editor.parameters["properties"].values())
     assert MAX_EDIT_BYTES < 200 * 2**20
     assert os.sep not in editor.name
+
+
+def test_a_fifo_or_symlink_swapped_in_after_the_check_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo, link = tmp_path / "pipe", tmp_path / "link"
+    os.mkfifo(fifo)
+    (tmp_path / "target").write_text("secret\n")
+    link.symlink_to(tmp_path / "target")
+    outcomes: list[str] = []
+
+    def try_open(path: Path) -> None:
+        try:
+            _open_regular(path, path.name).close()
+            outcomes.append("opened")
+        except ToolError as exc:
+            outcomes.append(str(exc))
+
+    for path in (fifo, link):
+        thread = threading.Thread(target=try_open, args=(path,), daemon=True)
+        thread.start()
+        thread.join(timeout=5)
+        assert not thread.is_alive(), f"opening {path.name} blocked"
+    assert outcomes[0] == "pipe is not a regular file; the editor works on regular files."
+    assert outcomes[1].startswith("cannot read link: ")
+    with _open_regular(tmp_path / "target", "target") as f:
+        assert f.read() == b"secret\n"
