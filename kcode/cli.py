@@ -35,8 +35,16 @@ _PROFILE = typer.Option(None, "--profile", "-p", help="A profile from config.tom
 _CONFIG = typer.Option(None, "--config", dir_okay=False, help="Read this config.toml instead of the default.")
 _SET = typer.Option([], "--set", "-c", metavar="NAME=VALUE",
                     help="One setting for this run, e.g. -c max_steps=50 -c approval_mode=auto-edit.")
+_SANDBOX = typer.Option(None, "--sandbox", metavar="MODE",
+                        help="Confine the agent's shell: workspace-write (default), read-only or off.")
+_ALLOW_NETWORK = typer.Option(False, "--allow-network", help="Let the sandboxed shell reach the network.")
 _WORKSPACE = typer.Argument(Path("."), exists=True, file_okay=False, resolve_path=True,
                             help="The repository to work in (default: the current directory).")
+
+
+def _sandbox_settings(mode: str | None, allow_network: bool) -> list[str]:
+    """`--sandbox` and `--allow-network` as the settings they set (checked with the others)."""
+    return [f"sandbox={mode}"] * (mode is not None) + ["allow_network=true"] * allow_network
 
 
 def _print_version(value: bool) -> None:
@@ -76,6 +84,8 @@ def chat(
                                       help="Continue session ID; with no ID, this workspace's newest session."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Run commands and edits without asking (yolo)."),
     auto_edit: bool = typer.Option(False, "--auto-edit", help="Make edits without asking; still ask for commands."),
+    sandbox_mode: str | None = _SANDBOX,
+    allow_network: bool = _ALLOW_NETWORK,
     config: Path | None = _CONFIG,
     assignments: list[str] = _SET,
 ) -> None:
@@ -83,6 +93,7 @@ def chat(
     from kcode.commands.chat import ChatOptions, run_chat
     from kcode.errors import KcodeError
 
+    assignments = [*assignments, *_sandbox_settings(sandbox_mode, allow_network)]
     try:
         settings = _load(profile, model, base_url, config, assignments)
         mode = "yolo" if yes else "auto-edit" if auto_edit else settings.approval_mode
@@ -106,6 +117,8 @@ def fix(
     trajectory: Path | None = typer.Option(None, "--trajectory", dir_okay=False,
                                            help="Write every event of the run to this JSONL file."),
     json_events: bool = typer.Option(False, "--json", help="Print one JSON event per line instead of the diff."),
+    sandbox_mode: str | None = _SANDBOX,
+    allow_network: bool = _ALLOW_NETWORK,
     model: str | None = _MODEL,
     base_url: str | None = _BASE_URL,
     profile: str | None = _PROFILE,
@@ -132,7 +145,8 @@ def fix(
     if not text.strip():
         raise _fail("the task is empty", ExitCode.USAGE)
     try:
-        settings = _load(profile, model, base_url, config, assignments)
+        settings = _load(profile, model, base_url, config,
+                         [*assignments, *_sandbox_settings(sandbox_mode, allow_network)])
         code = run_fix(settings, FixOptions(root=path, task=text, allow_commands=yes, max_steps=max_steps,
                                             output_patch=output_patch, trajectory=trajectory,
                                             json_events=json_events))

@@ -48,6 +48,7 @@ from kcode.profiles import (
     is_moonshot_url,
     model_facts,
 )
+from tools.sandbox import SANDBOX_MODES, SandboxMode
 from tools.settings import MIN_OUTPUT_CHARS, ToolSettings
 
 APPROVAL_MODES: tuple[ApprovalMode, ...] = get_args(ApprovalMode)
@@ -102,6 +103,11 @@ class Settings:
     """Tries of one model request, the first included, on rate limits, server errors and broken streams."""
     request_timeout_s: float = 300.0
     """Longest wait for the next byte of a model response before the try counts as failed."""
+    sandbox: SandboxMode = "workspace-write"
+    """How the agent's shell is confined: `workspace-write` (only the workspace and /tmp are writable, no
+    credential files, no network unless `allow_network`), `read-only` (only /tmp), or `off`."""
+    allow_network: bool = False
+    """Let sandboxed commands reach the network (downloads, package installs)."""
     credential_variables: frozenset[str] = frozenset()
     """Variables of the environment the settings were loaded from whose names say they hold credentials
     (`*_API_KEY`, `*_TOKEN`, `*SECRET*`, ...); filled in by `load_settings`."""
@@ -170,7 +176,10 @@ _SETTINGS_KEYS: dict[str, _Key] = {
     "time_limit_s": _Key(float, "a number of seconds above 0", lambda v: v > 0),
     "max_attempts": _Key(int, "an integer from 1 to 20", lambda v: 1 <= v <= 20),
     "request_timeout_s": _Key(float, "a number of seconds above 0", lambda v: v > 0),
+    "sandbox": _Key(str, "one of off, workspace-write, read-only", lambda v: v in SANDBOX_MODES),
+    "allow_network": _Key(bool, "true or false", lambda v: True),
 }
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 _PRICE = _Key(float, "a number of US dollars >= 0", lambda v: v >= 0)
 _PROFILE_KEYS: dict[str, _Key] = {
     "base_url": _Key(str, "an http:// or https:// URL", _is_url),
@@ -272,14 +281,16 @@ def _coerce(value: Any, key: str, spec: _Key, source: str, *, from_text: bool = 
     TOML values have types of their own, so a quoted number in the file is an error, not a number.
     """
     parsed = value
-    if from_text and isinstance(value, str) and spec.kind is not str:
+    if from_text and isinstance(value, str) and spec.kind is bool:
+        parsed = _BOOLEANS.get(value.strip().lower(), value)
+    elif from_text and isinstance(value, str) and spec.kind is not str:
         try:
             parsed = spec.kind(value.strip())
         except ValueError:
             raise ConfigError(f"{source}: {key} must be {spec.expect}, got {value!r}") from None
     if spec.kind is float and isinstance(parsed, int) and not isinstance(parsed, bool):
         parsed = float(parsed)
-    fits = isinstance(parsed, spec.kind) and not isinstance(parsed, bool)
+    fits = isinstance(parsed, spec.kind) and (spec.kind is bool or not isinstance(parsed, bool))
     if fits and isinstance(parsed, float):
         fits = math.isfinite(parsed)
     if not fits or not spec.check(parsed):

@@ -30,7 +30,10 @@ class BashTool:
         self.settings = settings
         stem = f"bash-{secrets.token_hex(3)}"  # unique per session, in case two clamps share a spill directory
         self.session = BashSession(workspace.root, new_output_path=lambda: clamp.new_spill_path(stem),
-                                   env=env, clock=clock, max_output_bytes=max_output_bytes, launcher=launcher)
+                                   env=env, clock=clock, max_output_bytes=max_output_bytes, launcher=launcher,
+                                   # a launcher may confine what the shell sees: keep the session's scripts
+                                   # beside the outputs, which it must see anyway
+                                   state_root=clamp.spill_dir if launcher else None)
         reserve = min(_STATUS_ROOM_CHARS, clamp.settings.max_output_chars // 2)
         self._clamp = OutputClamp(clamp.settings, clamp.spill_dir, reserve_chars=reserve)
         default_s, max_s = _seconds(settings.bash_timeout_s), _seconds(settings.max_bash_timeout_s)

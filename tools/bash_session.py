@@ -208,12 +208,14 @@ class BashSession:
     The shell starts on the first `run`. `new_output_path` names the file each command's output goes
     to (the output clamp's spill directory, so a clamped result can point at it). `clock` measures
     durations only; timeouts are real wall time. `launcher` is an argv prefix that must exec bash in the
-    same process (`unshare -n` does: the shell then has no network), so the group kills still reach it.
+    same process (`unshare -n` does: the shell then has no network), so the group kills still reach it; the
+    session's own scripts go to a directory under `state_root` (default: the system's temporary directory),
+    which a sandboxing launcher must leave readable.
     """
 
     def __init__(self, cwd: Path, *, new_output_path: Callable[[], Path], env: Mapping[str, str] | None = None,
                  clock: Callable[[], float] = time.monotonic, max_output_bytes: int = 1 << 30,
-                 kill_grace_s: float = 1.0, launcher: Sequence[str] = ()) -> None:
+                 kill_grace_s: float = 1.0, launcher: Sequence[str] = (), state_root: Path | None = None) -> None:
         if not Path(cwd).is_dir():
             raise ValueError(f"the bash session's directory {cwd} is not a directory")
         if max_output_bytes <= 0:
@@ -227,6 +229,7 @@ class BashSession:
         self._clock = clock
         self._kill_grace_s = kill_grace_s
         self._launcher = tuple(launcher)
+        self._state_root = state_root
         self._cwd = self.root
         self._state: _Record | None = None
         self._shell: _Shell | None = None
@@ -396,7 +399,7 @@ class BashSession:
         if bash is None:
             raise ToolError("bash was not found on the PATH, so no commands can be run.")
         if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="kcode-bash-"))
+            self._dir = Path(tempfile.mkdtemp(prefix="kcode-bash-", dir=self._state_root))
         cwd = self._cwd if os.path.isdir(self._cwd) else self.root
         prelude = _DRIVER
         if self._state is not None:

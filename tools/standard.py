@@ -10,6 +10,7 @@ from tools.base import Tool
 from tools.bash import BashTool
 from tools.clamp import OutputClamp
 from tools.editor import EditorTool
+from tools.sandbox import Sandbox
 from tools.search import FindFilesTool, SearchTextTool
 from tools.settings import ToolSettings
 from tools.submit import SubmitTool
@@ -19,12 +20,14 @@ from tools.workspace import Workspace
 
 def standard_toolset(root: Path, settings: ToolSettings | None = None, *, submit: bool = False,
                      spill_dir: Path | None = None, hidden_env: Iterable[str] = (),
-                     shell_env: Mapping[str, str] | None = None, shell_launcher: Sequence[str] = ()) -> Toolset:
+                     shell_env: Mapping[str, str] | None = None, shell_launcher: Sequence[str] = (),
+                     sandbox: Sandbox | None = None) -> Toolset:
     """Tools confined to `root`; outputs cut by the clamp are saved in `spill_dir`, which the editor may view.
 
     The bash session gets `shell_env` (default: this process's environment) less the variables named in
-    `hidden_env` (API keys: the model must not read them); it is started through `shell_launcher` (`unshare
-    -n` keeps it off the network). Without `spill_dir` the clamp makes a temporary one.
+    `hidden_env` (API keys: the model must not read them); it is confined by `sandbox`, or started through a
+    plain `shell_launcher` prefix (the SWE-bench harness's namespaces). Without `spill_dir` the clamp makes a
+    temporary one.
     Close the toolset (or use it in `with`) to end its bash session and remove a temporary spill directory.
     """
     if isinstance(hidden_env, str):
@@ -38,7 +41,8 @@ def standard_toolset(root: Path, settings: ToolSettings | None = None, *, submit
         workspace = Workspace(root, readable_roots=(clamp.spill_dir,),
                               allow_outside=settings.allow_outside_workspace)
         tools: list[Tool] = [
-            BashTool(workspace, settings, clamp, env=env, launcher=shell_launcher),
+            BashTool(workspace, settings, clamp, env=env,
+                     launcher=sandbox.launcher_for(clamp.spill_dir) if sandbox is not None else shell_launcher),
             EditorTool(workspace, settings),
             SearchTextTool(workspace, settings),
             FindFilesTool(workspace, settings),

@@ -1,4 +1,4 @@
-"""What `chat` and `fix` build alike: the limits, the compactor and the system prompt of an agent."""
+"""What `chat` and `fix` build alike: the limits, the compactor, the sandbox and the system prompt of an agent."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from kcode.agent.prompt import project_rules, system_prompt
 from kcode.backends.base import Backend
 from kcode.config import Settings
 from kcode.messages import system
+from tools.sandbox import Sandbox, SandboxPolicy, sandbox_for
 from tools.toolset import Toolset
 
 
@@ -27,3 +28,10 @@ def compactor(settings: Settings, backend: Backend, root: Path) -> Compactor:
 def new_conversation(root: Path, toolset: Toolset) -> Conversation:
     """A history holding only the system prompt, with the project's AGENTS.md rules."""
     return Conversation([system(system_prompt(root, toolset, project_rules(root)))])
+
+
+def sandbox(settings: Settings, root: Path, home: Path) -> Sandbox:
+    """The agent's shell confined to `root` as the settings say, with `home`'s credential files hidden."""
+    policy = SandboxPolicy(mode=settings.sandbox, allow_network=settings.allow_network, writable=(root,),
+                           home=home, hidden=(settings.config_dir, settings.data_dir))
+    return sandbox_for(policy)

@@ -18,7 +18,7 @@ from kcode.agent.conversation import Conversation
 from kcode.agent.events import Event
 from kcode.agent.loop import Agent
 from kcode.backends.factory import backend_notice, make_backend
-from kcode.commands.agent_setup import budget, compactor, new_conversation
+from kcode.commands.agent_setup import budget, compactor, new_conversation, sandbox
 from kcode.config import Settings
 from kcode.errors import KcodeError
 from kcode.messages import user
@@ -187,5 +187,9 @@ class ChatSession:
 def run_chat(settings: Settings, options: ChatOptions, reload: Callable[[str], Settings],
              console: Console | None = None) -> None:
     console = console or Console(highlight=False)  # no guessing colours into paths and numbers
-    with standard_toolset(options.root, settings.tool_settings(), hidden_env=settings.secret_variables()) as toolset:
+    shell_box = sandbox(settings, options.root, Path.home())
+    if shell_box.notice is not None:
+        console.print(f"[yellow]{escape(shell_box.notice)}[/]")
+    with standard_toolset(options.root, settings.tool_settings(), hidden_env=settings.secret_variables(),
+                          sandbox=shell_box) as toolset:
         ChatSession(settings, options, console, toolset, reload).run()

@@ -19,7 +19,7 @@ from kcode.agent.loop import Agent
 from kcode.agent.prompt import fix_prompt
 from kcode.agent.trajectory import TrajectoryWriter
 from kcode.backends.factory import backend_notice, make_backend
-from kcode.commands.agent_setup import budget, compactor, new_conversation
+from kcode.commands.agent_setup import budget, compactor, new_conversation, sandbox
 from kcode.config import Settings
 from kcode.messages import user
 from kcode.ui.headless import JsonEventWriter, ProgressPrinter
@@ -68,13 +68,16 @@ def run_fix(settings: Settings, options: FixOptions, *, stdout: TextIO = sys.std
     notice = backend_notice(settings)
     if notice is not None:
         stderr.write(f"kcode: {notice}\n")
+    shell_box = sandbox(settings, options.root, Path.home())
+    if shell_box.notice is not None:
+        stderr.write(f"kcode: {shell_box.notice}\n")
     sinks: list[EventSink] = [JsonEventWriter(stdout) if options.json_events else ProgressPrinter(stderr)]
     if options.trajectory is not None:
         sinks.append(TrajectoryWriter(options.trajectory, {"task": options.task, "model": settings.profile.model,
                                                            "workspace": str(options.root)}))
     with WorkspaceSnapshot.take(options.root) as snapshot, \
             standard_toolset(options.root, settings.tool_settings(), submit=True,
-                             hidden_env=settings.secret_variables()) as toolset:
+                             hidden_env=settings.secret_variables(), sandbox=shell_box) as toolset:
         agent = Agent(backend, toolset, _fan_out(sinks), conversation=new_conversation(options.root, toolset),
                       budget=budget(settings, max_steps=options.max_steps),
                       approvals=headless_approvals(options.allow_commands),

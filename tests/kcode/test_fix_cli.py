@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -237,3 +239,23 @@ def test_the_agents_shell_never_sees_the_api_key(repo: Path, tmp_path: Path, ope
     assert "VISIBLE_SETTING=still-here" in shown and "TOKENIZERS_PARALLELISM=false" in shown
     assert "test-key" not in shown and "sk-moonshot-secret" not in shown
     assert "ghp-secret" not in shown and "aws-secret" not in shown  # any credential by its name
+
+
+def test_a_headless_run_cannot_delete_a_directory_outside_the_workspace(
+        repo: Path, tmp_path: Path, openai_server: ScriptedServer) -> None:
+    decoy = Path(tempfile.mkdtemp(prefix="kcode-decoy-", dir="/var/tmp"))  # outside the sandbox's private /tmp
+    try:
+        (decoy / "work.txt").write_text("uncommitted work\n")
+        openai_server.add(Reply(tool_calls=(ScriptedCall("bash", json.dumps({"command": f"rm -rf {decoy}"})),)),
+                          Reply(tool_calls=(SUBMIT,)))
+        done = _kcode(["fix", str(repo), "--task", "clean up", "--yes"], openai_server, tmp_path)
+        shown = openai_server.chat_requests[1].body["messages"][-1]["content"]
+        if "bubblewrap (bwrap) is not installed" in done.stderr:
+            pytest.skip("no sandbox on this machine")
+        assert (decoy / "work.txt").read_text() == "uncommitted work\n"
+        assert "Read-only file system" in shown
+        off = _kcode(["fix", str(repo), "--task", "x", "--sandbox", "off", "--max-steps", "1"], openai_server,
+                     tmp_path)
+        assert "The sandbox is off" in off.stderr
+    finally:
+        shutil.rmtree(decoy, ignore_errors=True)

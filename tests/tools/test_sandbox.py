@@ -1,0 +1,130 @@
+"""The sandboxed bash session, with real commands against a decoy home and a decoy repository beside the
+workspace: whatever a command tries, the decoys are intact afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tools.bash_session import BashSession
+from tools.sandbox import SandboxPolicy, bwrap_arguments, sandbox_for
+
+
+@pytest.fixture
+def decoys() -> Iterator[dict[str, Path]]:
+    """A home, a repository and the workspace outside /tmp (the sandbox gives commands a private /tmp)."""
+    root = Path(tempfile.mkdtemp(prefix="kcode-decoys-", dir="/var/tmp"))
+    yield _decoys(root)
+    shutil.rmtree(root)
+
+
+def _decoys(root: Path) -> dict[str, Path]:
+    home, repo, workspace = root / "home", root / "other-repo", root / "ws"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY\n")
+    (home / ".netrc").write_text("machine example.com password hunter2\n")
+    (home / "notes.txt").write_text("my notes\n")
+    repo.mkdir()
+    (repo / "work.py").write_text("uncommitted work\n")
+    workspace.mkdir()
+    return {"home": home, "repo": repo, "ws": workspace}
+
+
+def session(tmp_path: Path, decoys: dict[str, Path], **policy: object) -> BashSession:
+    box = sandbox_for(SandboxPolicy(writable=(decoys["ws"],), home=decoys["home"], **policy))  # type: ignore[arg-type]
+    if not box.active:
+        pytest.skip(f"no sandbox on this machine: {box.notice}")
+    outputs = tmp_path / "outputs"
+    outputs.mkdir(exist_ok=True)
+    return BashSession(decoys["ws"], new_output_path=lambda: outputs / f"{time.monotonic_ns()}",
+                       launcher=box.launcher_for(outputs), state_root=outputs)
+
+
+def run(shell: BashSession, command: str) -> tuple[int | None, str]:
+    outcome = shell.run(command, timeout_s=30)
+    return outcome.exit_code, outcome.output_path.read_text()
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
+
+
+def test_commands_write_the_workspace_and_nothing_of_the_decoys(tmp_path: Path, decoys: dict[str, Path]) -> None:
+    with session(tmp_path, decoys) as shell:
+        assert run(shell, "echo built > out.txt && cat out.txt") == (0, "built\n")
+        for attack in (f"rm -rf {decoys['repo']}", f"echo gone > {decoys['home']}/notes.txt",
+                       f"sort -o {decoys['repo']}/work.py /dev/null", f"mv {decoys['repo']}/work.py /tmp/stolen"):
+            code, output = run(shell, attack)
+            assert code != 0 and "Read-only file system" in output, attack
+        assert run(shell, "echo scratch > /tmp/probe && cat /tmp/probe") == (0, "scratch\n")
+        (tmp_path / "host-file").write_text("host\n")
+        assert run(shell, f"cat {tmp_path}/host-file 2>/dev/null || echo private") == (0, "private\n")
+    assert (decoys["ws"] / "out.txt").read_text() == "built\n"
+    assert (decoys["repo"] / "work.py").read_text() == "uncommitted work\n"
+    assert (decoys["home"] / "notes.txt").read_text() == "my notes\n"
+
+
+def test_credentials_network_and_kcode_s_own_process_are_out_of_sight(
+        tmp_path: Path, decoys: dict[str, Path], listener: int) -> None:
+    with session(tmp_path, decoys) as shell:
+        code, output = run(shell, f"ls -A {decoys['home']}/.ssh; cat {decoys['home']}/.netrc; echo end")
+        assert output.endswith("end\n") and "PRIVATE" not in output and "id_ed25519" not in output
+        assert "hunter2" not in output
+        code, output = run(shell, f"exec 3<>/dev/tcp/127.0.0.1/{listener} && echo connected")
+        assert code != 0 and "connected" not in output
+        code, output = run(shell, f"test -e /proc/{os.getpid()} && echo visible || echo hidden")
+        assert output == "hidden\n"
+
+
+def test_network_when_allowed_and_a_read_only_workspace(tmp_path: Path, decoys: dict[str, Path],
+                                                         listener: int) -> None:
+    with session(tmp_path, decoys, allow_network=True) as shell:
+        assert run(shell, f"exec 3<>/dev/tcp/127.0.0.1/{listener} && echo connected") == (0, "connected\n")
+    with session(tmp_path, decoys, mode="read-only") as shell:
+        code, output = run(shell, "echo no > out.txt")
+        assert code != 0 and "Read-only file system" in output
+        assert run(shell, "ls | wc -l") == (0, "0\n")
+
+
+def test_a_timeout_still_kills_what_the_sandboxed_command_started(tmp_path: Path, decoys: dict[str, Path]) -> None:
+    with session(tmp_path, decoys) as shell:
+        started = time.monotonic()
+        outcome = shell.run("sleep 60", timeout_s=1)
+        assert outcome.timed_out and time.monotonic() - started < 10
+        assert run(shell, "echo alive") == (0, "alive\n")  # a fresh sandboxed shell took over
+
+
+def test_off_and_missing_bwrap_say_so_plainly(tmp_path: Path) -> None:
+    off = sandbox_for(SandboxPolicy(mode="off"))
+    assert not off.active and off.notice is not None and "sandbox is off" in off.notice
+    missing = sandbox_for(SandboxPolicy(), which=lambda name: None)
+    assert not missing.active and missing.notice is not None and "bubblewrap (bwrap) is not installed" in \
+        missing.notice
+    broken = tmp_path / "bwrap"
+    broken.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    failing = sandbox_for(SandboxPolicy(), which=lambda name: str(broken))
+    assert not failing.active and failing.notice is not None and "No permissions" in failing.notice
+
+
+def test_the_policy_becomes_bwrap_options(tmp_path: Path) -> None:
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".pypirc").write_text("x")
+    arguments = bwrap_arguments(SandboxPolicy(writable=(Path("/w"),), home=tmp_path))
+    assert arguments[:3] == ["--ro-bind", "/", "/"] and "--unshare-pid" in arguments
+    assert arguments[arguments.index("/w") - 1: arguments.index("/w") + 2] == ["--bind", "/w", "/w"]
+    assert "--unshare-net" in arguments
+    assert ["--tmpfs", str(tmp_path / ".aws")] == arguments[arguments.index(str(tmp_path / ".aws")) - 1:][:2]
+    assert ["--ro-bind", os.devnull, str(tmp_path / ".pypirc")] == arguments[-3:]
+    assert "--unshare-net" not in bwrap_arguments(SandboxPolicy(allow_network=True))
+    read_only = bwrap_arguments(SandboxPolicy(mode="read-only", writable=(Path("/w"),)))
+    assert read_only[read_only.index("/w") - 1] == "--ro-bind"
