@@ -26,7 +26,7 @@ class BashTool:
 
     def __init__(self, workspace: Workspace, settings: ToolSettings, clamp: OutputClamp, *,
                  env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.monotonic,
-                 max_output_bytes: int = 1 << 30, launcher: Sequence[str] = ()) -> None:
+                 max_output_bytes: int = 1 << 30, launcher: Sequence[str] = (), rules: str = "") -> None:
         self.settings = settings
         stem = f"bash-{secrets.token_hex(3)}"  # unique per session, in case two clamps share a spill directory
         self.session = BashSession(workspace.root, new_output_path=lambda: clamp.new_spill_path(stem),
@@ -46,7 +46,7 @@ class BashTool:
             f"{max_s}); a kill also stops every process started from this shell, and a fresh shell continues "
             "in the same directory. Run servers in the background with their output sent to a file "
             "(cmd > server.log 2>&1 &). Long output is cut to its head and tail; the whole is saved to a file "
-            "you can view."
+            "you can view." + (f" {rules}" if rules else "")
         )
         self.parameters: Mapping[str, Any] = {
             "type": "object",

@@ -47,6 +47,9 @@ class Sandbox:
 
     launcher: tuple[str, ...]
     notice: str | None = None
+    """For the user, when commands run unsandboxed."""
+    rules: str = ""
+    """For the model: what a command may do here, so it does not mistake a refusal for a bug."""
 
     @property
     def active(self) -> bool:
@@ -74,7 +77,15 @@ def sandbox_for(policy: SandboxPolicy, *, which: Callable[[str], str | None] = s
     if probe.returncode != 0:
         reason = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"exit {probe.returncode}"
         return Sandbox((), f"No sandbox: bwrap failed here ({reason}), so commands run unsandboxed.")
-    return Sandbox(launcher)
+    return Sandbox(launcher, rules=_rules(policy))
+
+
+def _rules(policy: SandboxPolicy) -> str:
+    writable = "Only the workspace and /tmp are writable" if policy.mode == "workspace-write" \
+        else "Nothing but /tmp is writable, the workspace included"
+    network = "" if policy.allow_network else "; there is no network (downloads and installs fail)"
+    return (f"Commands run in a sandbox: {writable}, /tmp is private to this shell{network}, and credential "
+            "files such as ~/.ssh look empty. A \"Read-only file system\" error means the sandbox refused.")
 
 
 def bwrap_arguments(policy: SandboxPolicy) -> list[str]:

@@ -42,7 +42,8 @@ def standard_toolset(root: Path, settings: ToolSettings | None = None, *, submit
                               allow_outside=settings.allow_outside_workspace)
         tools: list[Tool] = [
             BashTool(workspace, settings, clamp, env=env,
-                     launcher=sandbox.launcher_for(clamp.spill_dir) if sandbox is not None else shell_launcher),
+                     launcher=sandbox.launcher_for(clamp.spill_dir) if sandbox is not None else shell_launcher,
+                     rules=sandbox.rules if sandbox is not None else ""),
             EditorTool(workspace, settings),
             SearchTextTool(workspace, settings),
             FindFilesTool(workspace, settings),

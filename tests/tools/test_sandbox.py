@@ -15,6 +15,7 @@ import pytest
 
 from tools.bash_session import BashSession
 from tools.sandbox import SandboxPolicy, bwrap_arguments, sandbox_for
+from tools.standard import standard_toolset
 
 
 @pytest.fixture
@@ -128,3 +129,18 @@ def test_the_policy_becomes_bwrap_options(tmp_path: Path) -> None:
     assert "--unshare-net" not in bwrap_arguments(SandboxPolicy(allow_network=True))
     read_only = bwrap_arguments(SandboxPolicy(mode="read-only", writable=(Path("/w"),)))
     assert read_only[read_only.index("/w") - 1] == "--ro-bind"
+
+
+def test_the_model_is_told_what_the_sandbox_allows(decoys: dict[str, Path]) -> None:
+    box = sandbox_for(SandboxPolicy(writable=(decoys["ws"],), home=decoys["home"]))
+    if not box.active:
+        pytest.skip(f"no sandbox on this machine: {box.notice}")
+    with standard_toolset(decoys["ws"], sandbox=box) as toolset:
+        description = toolset.schemas()[0]["function"]["description"]
+        assert "Only the workspace and /tmp are writable" in description and "there is no network" in description
+        result = toolset.dispatch("bash", '{"command": "touch /etc/kcode-probe"}')
+        assert "Read-only file system" in result.output and "[exit code 1]" in result.output
+    open_box = sandbox_for(SandboxPolicy(mode="read-only", allow_network=True))
+    assert "Nothing but /tmp is writable" in open_box.rules and "no network" not in open_box.rules
+    with standard_toolset(decoys["ws"]) as plain:
+        assert "sandbox" not in plain.schemas()[0]["function"]["description"]
