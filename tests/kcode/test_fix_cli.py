@@ -231,10 +231,15 @@ def test_a_token_limit_from_the_environment_exits_4(repo: Path, tmp_path: Path,
 def test_the_agents_shell_never_sees_the_api_key(repo: Path, tmp_path: Path, openai_server: ScriptedServer) -> None:
     openai_server.add(Reply(tool_calls=(ScriptedCall("bash", json.dumps({"command": "env"})),)),
                       Reply(tool_calls=(SUBMIT,)))
-    done = _kcode(["fix", str(repo), "--task", "show env", "--yes"], openai_server, tmp_path,
-                  MOONSHOT_API_KEY="sk-moonshot-secret", VISIBLE_SETTING="still-here", GITHUB_TOKEN="ghp-secret",
-                  AWS_SECRET_ACCESS_KEY="aws-secret", TOKENIZERS_PARALLELISM="false")
+    trajectory = tmp_path / "run.jsonl"
+    done = _kcode(["fix", str(repo), "--task", "show env", "--yes", "--trajectory", str(trajectory)], openai_server,
+                  tmp_path, MOONSHOT_API_KEY="sk-moonshot-secret", VISIBLE_SETTING="still-here",
+                  GITHUB_TOKEN="ghp-secret", AWS_SECRET_ACCESS_KEY="aws-secret", TOKENIZERS_PARALLELISM="false")
     assert done.returncode == 1, done.stderr
+    recorded = trajectory.read_text()
+    assert "VISIBLE_SETTING=still-here" in recorded  # the trajectory holds the output, and no key
+    assert not any(secret in recorded + done.stderr + done.stdout
+                   for secret in ("test-key", "sk-moonshot-secret", "ghp-secret", "aws-secret"))
     shown = openai_server.chat_requests[1].body["messages"][-1]["content"]
     assert "VISIBLE_SETTING=still-here" in shown and "TOKENIZERS_PARALLELISM=false" in shown
     assert "test-key" not in shown and "sk-moonshot-secret" not in shown
