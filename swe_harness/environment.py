@@ -58,7 +58,9 @@ _DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0", "wheel")  # what pip assumes wi
 _COMMAND_TIMEOUT_S = 3600.0
 _TAIL_LINES = 20
 _RECORD = "record.json"
-_UNSAFE_ENV = ("PYTHONHOME", "PYTHONPATH")
+INTERPRETER_VARIABLES = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV",
+                                   "CONDA_PREFIX"})
+"""A caller's settings that would make a venv's Python look at another installation; never passed on."""
 _RECIPE = 2  # part of every build key: bump it when the build steps change, so cached environments are rebuilt
 # A requirement line that installs the repository itself ("-e .", ".[tests]"): it comes last, from the source.
 _SELF_INSTALL = re.compile(r"(?:(?:-e|--editable)(?:\s+|=))?\.(?:[\[/].*)?")
@@ -355,7 +357,7 @@ def _venv_variables(venv: Path, spec: EnvironmentSpec, environ: Mapping[str, str
 
 def _clean(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment minus what would make a venv's Python look elsewhere."""
-    return {key: value for key, value in environ.items() if key not in _UNSAFE_ENV}
+    return {key: value for key, value in environ.items() if key not in INTERPRETER_VARIABLES}
 
 
 # --- running commands -----------------------------------------------------------------------------------------

@@ -17,16 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swe_harness.dataset import Instance
-from swe_harness.environment import Environment, activate, ensure_environment
+from swe_harness.environment import INTERPRETER_VARIABLES, Environment, activate, ensure_environment
 from swe_harness.environment_specs import EnvironmentSpec, environment_spec
 from swe_harness.errors import HarnessError, InstanceError
 from swe_harness.network import isolated
 from swe_harness.repos import find_mirror, git_env
 from swe_harness.workspace import commit_setup_state, prepare_workspace
-
-_INTERPRETER_VARIABLES = frozenset({"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV",
-                                    "CONDA_PREFIX"})
-"""The caller's settings that would make the instance's Python look at another installation."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +102,7 @@ def _make(instance: Instance, options: TestbedOptions, scratch: Path, log_dir: P
     workspace = scratch / instance.repo.split("/")[-1]
     prepare_workspace(mirror, instance.base_commit, workspace)
     base_env = git_env(base={name: value for name, value in options.base_env.items()
-                             if name not in _INTERPRETER_VARIABLES})
+                             if name not in INTERPRETER_VARIABLES})
     log_dir.mkdir(parents=True, exist_ok=True)
     environment = ensure_environment(spec, mirror, instance.environment_setup_commit, options.cache_dir,
                                      log=log_dir / "environment.log", environ=base_env)
