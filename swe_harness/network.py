@@ -25,10 +25,11 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import tools
 from swe_harness.errors import HarnessError
 
 _PROBE_TIMEOUT_S = 10.0
-_ENTER = Path(__file__).with_name("enter_namespace.py")
+_ENTER = Path(tools.__file__).with_name("enter_namespace.py")
 
 
 class NetworkIsolationError(HarnessError):

@@ -7,6 +7,10 @@ in `workspace-write`, the workspace; the user's credential files replaced by emp
 network unless allowed, and its own PID namespace, so kcode's own process (and `/proc/<pid>/environ` with
 the API key) is out of sight. bwrap keeps the shell in kcode's process group, so timeouts and Ctrl-C still
 kill every process a command started.
+
+Where bwrap is missing or refused, `unshare` makes the same namespaces and `enter_namespace.py` (the harness's
+script) lays out the same mounts inside them; only when neither works does the shell run unsandboxed, and the
+user is told so.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,7 @@ SANDBOX_MODES: tuple[SandboxMode, ...] = ("off", "workspace-write", "read-only")
 CREDENTIAL_PATHS = (".ssh", ".aws", ".azure", ".gnupg", ".docker", ".kube", ".netrc", ".pypirc", ".git-credentials",
                     ".npmrc", ".config/gh", ".config/gcloud", ".config/kcode", ".local/share/kcode")
 """Under the home directory: keys, tokens and kcode's own configuration and sessions, never shown to a command."""
+_ENTER = Path(__file__).with_name("enter_namespace.py")
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,13 @@ class SandboxPolicy:
 
 @dataclass(frozen=True)
 class Sandbox:
-    """The launcher that starts the shell sandboxed, and a sentence for the user when it cannot."""
+    """How to start a shell sandboxed (bwrap or unshare), and a sentence for the user when it cannot be."""
 
-    launcher: tuple[str, ...]
+    policy: SandboxPolicy | None = None
+    """None when commands run unsandboxed."""
+    program: str = ""
+    """bwrap, or unshare (with `prefix` its flags), found and probed on this machine."""
+    prefix: tuple[str, ...] = ()
     notice: str | None = None
     """For the user, when commands run unsandboxed."""
     rules: str = ""
@@ -53,31 +63,66 @@ class Sandbox:
 
     @property
     def active(self) -> bool:
-        return bool(self.launcher)
+        return self.policy is not None
 
-    def launcher_for(self, scratch: Path) -> tuple[str, ...]:
-        """The launcher with `scratch` (where the session keeps its scripts and outputs) writable too."""
-        return (*self.launcher, "--bind", str(scratch), str(scratch)) if self.launcher else ()
+    @property
+    def launcher(self) -> tuple[str, ...]:
+        return self.launcher_for()
+
+    def launcher_for(self, *scratch: Path) -> tuple[str, ...]:
+        """The argv prefix that runs a command in the sandbox, with `scratch` (where the session keeps its
+        scripts and outputs) writable too; empty when unsandboxed."""
+        if self.policy is None:
+            return ()
+        if Path(self.program).name == "bwrap":
+            return (self.program, *bwrap_arguments(self.policy, scratch))
+        return (self.program, *self.prefix, *namespace_arguments(self.policy, scratch))
 
 
-def sandbox_for(policy: SandboxPolicy, *, which: Callable[[str], str | None] = shutil.which) -> Sandbox:
-    """The bwrap launcher for `policy`, probed once by running `true` in it; unsandboxed with a notice when the
-    mode is off or bwrap is missing or does not work here."""
+def sandbox_for(policy: SandboxPolicy, *, which: Callable[[str], str | None] = shutil.which,
+                is_root: bool | None = None) -> Sandbox:
+    """A sandbox for `policy`: bubblewrap where it works here, else unshare with our namespace script, each
+    probed by running `true` in it; unsandboxed with a notice when the mode is off or neither works."""
     if policy.mode == "off":
-        return Sandbox((), "The sandbox is off: commands can change any file you can and reach the network.")
+        return Sandbox(notice="The sandbox is off: commands can change any file you can and reach the network.")
+    failures = []
     bwrap = which("bwrap")
     if bwrap is None:
-        return Sandbox((), "No sandbox: bubblewrap (bwrap) is not installed, so commands run unsandboxed "
-                           "(install the bubblewrap package to confine them).")
-    launcher = (bwrap, *bwrap_arguments(policy))
+        failures.append("bubblewrap (bwrap) is not installed")
+    else:
+        problem = _probe(Sandbox(policy, bwrap))
+        if problem is None:
+            return Sandbox(policy, bwrap, rules=_rules(policy))
+        failures.append(f"bwrap failed here ({problem})")
+    unshare = which("unshare")
+    if unshare is None:
+        failures.append("unshare (util-linux) is not installed")
+    else:
+        root = os.geteuid() == 0 if is_root is None else is_root
+        for prefix in _unshare_prefixes(policy, root):
+            problem = _probe(Sandbox(policy, unshare, prefix))
+            if problem is None:
+                return Sandbox(policy, unshare, prefix, rules=_rules(policy))
+        failures.append(f"unshare failed here ({problem})")
+    return Sandbox(notice=f"No sandbox: {'; '.join(failures)}, so commands run unsandboxed (install the "
+                          "bubblewrap package to confine them).")
+
+
+def _unshare_prefixes(policy: SandboxPolicy, is_root: bool) -> list[tuple[str, ...]]:
+    """unshare's flags: mount and PID namespaces (and network unless allowed), as root or in a user namespace."""
+    flags = ("-m", "-p", "--fork", "--kill-child", "--mount-proc", *(() if policy.allow_network else ("-n",)))
+    return [flags, ("-r", *flags)] if is_root else [("-r", *flags)]
+
+
+def _probe(sandbox: Sandbox) -> str | None:
+    """Why `true` does not run in `sandbox`, or None when it does."""
     try:
-        probe = subprocess.run([*launcher, "true"], capture_output=True, text=True, timeout=10, check=False)
+        probe = subprocess.run([*sandbox.launcher, "true"], capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Sandbox((), f"No sandbox: bwrap could not start ({exc}), so commands run unsandboxed.")
-    if probe.returncode != 0:
-        reason = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"exit {probe.returncode}"
-        return Sandbox((), f"No sandbox: bwrap failed here ({reason}), so commands run unsandboxed.")
-    return Sandbox(launcher, rules=_rules(policy))
+        return str(exc)
+    if probe.returncode == 0:
+        return None
+    return probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"exit {probe.returncode}"
 
 
 def _rules(policy: SandboxPolicy) -> str:
@@ -88,25 +133,35 @@ def _rules(policy: SandboxPolicy) -> str:
             "files such as ~/.ssh look empty. A \"Read-only file system\" error means the sandbox refused.")
 
 
-def bwrap_arguments(policy: SandboxPolicy) -> list[str]:
-    """bwrap's options for `policy`; the command follows them."""
+def bwrap_arguments(policy: SandboxPolicy, scratch: Iterable[Path] = ()) -> list[str]:
+    """bwrap's options for `policy`, with the `scratch` directories writable; the command follows them."""
     arguments = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--unshare-pid",
-                 "--die-with-parent"]
+                 "--die-with-parent", *(() if policy.allow_network else ("--unshare-net",))]
     bind = "--bind" if policy.mode == "workspace-write" else "--ro-bind"  # read-only even when under /tmp
-    for directory in policy.writable:
-        arguments += [bind, str(directory), str(directory)]
-    if not policy.allow_network:
-        arguments.append("--unshare-net")
-    arguments += _hide(policy)
+    mounts = {"keep": bind, "rw": "--bind", "hide": "--tmpfs"}
+    for kind, path in _mounts(policy, scratch):
+        if kind == "blank":
+            arguments += ["--ro-bind", os.devnull, str(path)]
+        else:
+            arguments += [mounts[kind], str(path)] + ([] if kind == "hide" else [str(path)])
     return arguments
 
 
-def _hide(policy: SandboxPolicy) -> Iterable[str]:
+def namespace_arguments(policy: SandboxPolicy, scratch: Iterable[Path] = ()) -> list[str]:
+    """The arguments of `enter_namespace.py` (run by unshare) for `policy`; the command follows them."""
+    workspace = "rw" if policy.mode == "workspace-write" else "keep"  # `keep` re-binds read-only under `ro`
+    marks = [f"{workspace if kind == 'keep' else kind}:{path}" for kind, path in _mounts(policy, scratch)]
+    return [sys.executable, "-I", str(_ENTER), "ro", "tmpfs:/tmp", *marks, "--"]
+
+
+def _mounts(policy: SandboxPolicy, scratch: Iterable[Path]) -> list[tuple[str, Path]]:
+    """What goes over the read-only root: the workspace (`keep`), scratch (`rw`), hidden directories (`hide`)
+    and files (`blank`), outermost first, so a directory kept inside a hidden one shows on top of it."""
+    mounts = [*(("keep", path) for path in policy.writable), *(("rw", path) for path in scratch)]
     paths = [*(policy.home / relative for relative in CREDENTIAL_PATHS if policy.home is not None), *policy.hidden]
-    hidden: list[str] = []
     for path in paths:
         if path.is_dir() and not path.is_symlink():
-            hidden += ["--tmpfs", str(path)]
+            mounts.append(("hide", path))
         elif path.exists():
-            hidden += ["--ro-bind", os.devnull, str(path)]
-    return hidden
+            mounts.append(("blank", path))
+    return sorted(mounts, key=lambda mount: len(mount[1].parts))

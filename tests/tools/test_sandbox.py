@@ -8,13 +8,14 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tools.bash_session import BashSession
-from tools.sandbox import SandboxPolicy, bwrap_arguments, sandbox_for
+from tools.sandbox import SandboxPolicy, bwrap_arguments, namespace_arguments, sandbox_for
 from tools.standard import standard_toolset
 
 
@@ -38,8 +39,20 @@ def _decoys(root: Path) -> dict[str, Path]:
     return {"home": home, "repo": repo, "ws": workspace}
 
 
-def session(tmp_path: Path, decoys: dict[str, Path], **policy: object) -> BashSession:
-    box = sandbox_for(SandboxPolicy(writable=(decoys["ws"],), home=decoys["home"], **policy))  # type: ignore[arg-type]
+@pytest.fixture(params=["bwrap", "unshare"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every sandboxed test runs under bubblewrap and under the unshare fallback used where bwrap is missing."""
+    return str(request.param)
+
+
+def only(backend: str) -> Callable[[str], str | None]:
+    """A `which` that finds the programs of one backend only."""
+    return lambda name: shutil.which(name) if name == backend else None
+
+
+def session(tmp_path: Path, decoys: dict[str, Path], backend: str, **policy: object) -> BashSession:
+    box = sandbox_for(SandboxPolicy(writable=(decoys["ws"],), home=decoys["home"], **policy),  # type: ignore[arg-type]
+                      which=only(backend))
     if not box.active:
         pytest.skip(f"no sandbox on this machine: {box.notice}")
     outputs = tmp_path / "outputs"
@@ -59,8 +72,9 @@ def listener() -> Iterator[int]:
         yield server.getsockname()[1]
 
 
-def test_commands_write_the_workspace_and_nothing_of_the_decoys(tmp_path: Path, decoys: dict[str, Path]) -> None:
-    with session(tmp_path, decoys) as shell:
+def test_commands_write_the_workspace_and_nothing_of_the_decoys(tmp_path: Path, decoys: dict[str, Path],
+                                                                 backend: str) -> None:
+    with session(tmp_path, decoys, backend) as shell:
         assert run(shell, "echo built > out.txt && cat out.txt") == (0, "built\n")
         for attack in (f"rm -rf {decoys['repo']}", f"echo gone > {decoys['home']}/notes.txt",
                        f"sort -o {decoys['repo']}/work.py /dev/null", f"mv {decoys['repo']}/work.py /tmp/stolen"):
@@ -75,8 +89,8 @@ def test_commands_write_the_workspace_and_nothing_of_the_decoys(tmp_path: Path, 
 
 
 def test_credentials_network_and_kcode_s_own_process_are_out_of_sight(
-        tmp_path: Path, decoys: dict[str, Path], listener: int) -> None:
-    with session(tmp_path, decoys) as shell:
+        tmp_path: Path, decoys: dict[str, Path], backend: str, listener: int) -> None:
+    with session(tmp_path, decoys, backend) as shell:
         code, output = run(shell, f"ls -A {decoys['home']}/.ssh; cat {decoys['home']}/.netrc; echo end")
         assert output.endswith("end\n") and "PRIVATE" not in output and "id_ed25519" not in output
         assert "hunter2" not in output
@@ -86,35 +100,38 @@ def test_credentials_network_and_kcode_s_own_process_are_out_of_sight(
         assert output == "hidden\n"
 
 
-def test_network_when_allowed_and_a_read_only_workspace(tmp_path: Path, decoys: dict[str, Path],
+def test_network_when_allowed_and_a_read_only_workspace(tmp_path: Path, decoys: dict[str, Path], backend: str,
                                                          listener: int) -> None:
-    with session(tmp_path, decoys, allow_network=True) as shell:
+    with session(tmp_path, decoys, backend, allow_network=True) as shell:
         assert run(shell, f"exec 3<>/dev/tcp/127.0.0.1/{listener} && echo connected") == (0, "connected\n")
-    with session(tmp_path, decoys, mode="read-only") as shell:
+    with session(tmp_path, decoys, backend, mode="read-only") as shell:
         code, output = run(shell, "echo no > out.txt")
         assert code != 0 and "Read-only file system" in output
         assert run(shell, "ls | wc -l") == (0, "0\n")
 
 
-def test_a_timeout_still_kills_what_the_sandboxed_command_started(tmp_path: Path, decoys: dict[str, Path]) -> None:
-    with session(tmp_path, decoys) as shell:
+def test_a_timeout_still_kills_what_the_sandboxed_command_started(tmp_path: Path, decoys: dict[str, Path],
+                                                                  backend: str) -> None:
+    with session(tmp_path, decoys, backend) as shell:
         started = time.monotonic()
         outcome = shell.run("sleep 60", timeout_s=1)
         assert outcome.timed_out and time.monotonic() - started < 10
         assert run(shell, "echo alive") == (0, "alive\n")  # a fresh sandboxed shell took over
 
 
-def test_off_and_missing_bwrap_say_so_plainly(tmp_path: Path) -> None:
+def test_off_and_missing_sandboxes_say_so_plainly(tmp_path: Path) -> None:
     off = sandbox_for(SandboxPolicy(mode="off"))
-    assert not off.active and off.notice is not None and "sandbox is off" in off.notice
+    assert not off.active and off.notice is not None and "sandbox is off" in off.notice and off.launcher == ()
     missing = sandbox_for(SandboxPolicy(), which=lambda name: None)
-    assert not missing.active and missing.notice is not None and "bubblewrap (bwrap) is not installed" in \
-        missing.notice
+    assert not missing.active and missing.notice is not None and missing.launcher == ()
+    assert "bubblewrap (bwrap) is not installed" in missing.notice and "unshare" in missing.notice
     broken = tmp_path / "bwrap"
     broken.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
     broken.chmod(0o755)
-    failing = sandbox_for(SandboxPolicy(), which=lambda name: str(broken))
+    failing = sandbox_for(SandboxPolicy(), which=lambda name: str(broken) if name == "bwrap" else None)
     assert not failing.active and failing.notice is not None and "No permissions" in failing.notice
+    fallback = sandbox_for(SandboxPolicy(), which=lambda name: str(broken) if name == "bwrap" else shutil.which(name))
+    assert fallback.active and fallback.notice is None and Path(fallback.launcher[0]).name == "unshare"
 
 
 def test_the_policy_becomes_bwrap_options(tmp_path: Path) -> None:
@@ -125,10 +142,24 @@ def test_the_policy_becomes_bwrap_options(tmp_path: Path) -> None:
     assert arguments[arguments.index("/w") - 1: arguments.index("/w") + 2] == ["--bind", "/w", "/w"]
     assert "--unshare-net" in arguments
     assert ["--tmpfs", str(tmp_path / ".aws")] == arguments[arguments.index(str(tmp_path / ".aws")) - 1:][:2]
-    assert ["--ro-bind", os.devnull, str(tmp_path / ".pypirc")] == arguments[-3:]
+    pypirc = arguments.index(str(tmp_path / ".pypirc"))
+    assert arguments[pypirc - 2: pypirc + 1] == ["--ro-bind", os.devnull, str(tmp_path / ".pypirc")]
     assert "--unshare-net" not in bwrap_arguments(SandboxPolicy(allow_network=True))
-    read_only = bwrap_arguments(SandboxPolicy(mode="read-only", writable=(Path("/w"),)))
-    assert read_only[read_only.index("/w") - 1] == "--ro-bind"
+    read_only = bwrap_arguments(SandboxPolicy(mode="read-only", writable=(Path("/w"),)), [Path("/s")])
+    assert read_only[read_only.index("/w") - 1] == "--ro-bind" and read_only[read_only.index("/s") - 1] == "--bind"
+
+
+def test_a_directory_kept_inside_a_hidden_one_is_mounted_on_top_of_it(tmp_path: Path) -> None:
+    runs, mirrors, workspace = tmp_path / "runs", tmp_path / "mirrors", tmp_path / "runs" / "r1" / "ws"
+    for directory in (mirrors, workspace):
+        directory.mkdir(parents=True)
+    policy = SandboxPolicy(writable=(workspace,), hidden=(runs, mirrors))
+    arguments = bwrap_arguments(policy)
+    assert arguments.index(str(runs)) < arguments.index(str(workspace))
+    marks = namespace_arguments(policy)
+    assert marks[marks.index("ro"):] == ["ro", "tmpfs:/tmp", f"hide:{runs}", f"hide:{mirrors}", f"rw:{workspace}",
+                                         "--"]
+    assert f"keep:{workspace}" in namespace_arguments(replace(policy, mode="read-only"))
 
 
 def test_the_model_is_told_what_the_sandbox_allows(decoys: dict[str, Path]) -> None:
