@@ -1,6 +1,7 @@
 """Running the agent on one instance: the same loop, toolset and clamp as `kcode fix`, in the instance's testbed.
 
-The agent's shell has the instance's environment on its PATH and no network; the task prompt is the issue
+The agent's shell runs in kcode's sandbox (the testbed writable, everything else read-only, no network, the
+mirrors and other testbeds hidden) with the instance's environment on its PATH; the task prompt is the issue
 and SWE-bench's rule (do not touch the tests); the patch is the diff from the setup state, new files
 included. A step, token or cost limit ends the attempt with what the agent has done so far as its patch,
 as SWE-agent's autosubmission does; running out of wall time, a failed model API or a crash is an error.
@@ -67,7 +68,7 @@ class RunOutcome:
 
 
 def run_instance(instance: Instance, settings: Settings, options: TestbedOptions, out_dir: Path, *,
-                 network_prefix: Sequence[str], max_steps: int | None = None,
+                 max_steps: int | None = None,
                  on_step: Callable[[int], None] | None = None,
                  cancellation: Cancellation | None = None) -> RunOutcome:
     """Let the agent work on `instance`; its trajectory and result go to `out_dir`. Never raises for the
@@ -78,8 +79,7 @@ def run_instance(instance: Instance, settings: Settings, options: TestbedOptions
     counter = _StepCounter(on_step)
     try:
         with open_testbed(instance, options, out_dir) as testbed:
-            reason = _work(testbed, settings, out_dir, counter, network_prefix, max_steps,
-                           cancellation or Cancellation())
+            reason = _work(testbed, settings, out_dir, counter, max_steps, cancellation or Cancellation())
             patch = workspace_diff(testbed.workspace, testbed.setup_commit)
     except InstanceError as exc:
         outcome = RunOutcome(instance.instance_id, "error", exc.reason, "", counter.steps, counter.cost_usd,
@@ -109,7 +109,7 @@ def _template(name: str) -> str:
 
 
 def _work(testbed: Testbed, settings: Settings, out_dir: Path, counter: _StepCounter,
-          network_prefix: Sequence[str], max_steps: int | None, cancellation: Cancellation) -> TurnEndReason:
+          max_steps: int | None, cancellation: Cancellation) -> TurnEndReason:
     backend = make_backend(settings)
     trajectory = TrajectoryWriter(out_dir / TRAJECTORY_FILE, {
         "instance_id": testbed.instance.instance_id, "model": settings.profile.model,
@@ -122,8 +122,7 @@ def _work(testbed: Testbed, settings: Settings, out_dir: Path, counter: _StepCou
 
     with standard_toolset(testbed.workspace, settings.tool_settings(), submit=True,
                           spill_dir=testbed.scratch / "spill", hidden_env=settings.secret_variables(),
-                          shell_env=testbed.variables,
-                          shell_launcher=testbed.launcher(network_prefix)) as toolset:
+                          shell_env=testbed.variables, sandbox=testbed.sandbox()) as toolset:
         agent = Agent(backend, toolset, emit, conversation=_conversation(testbed.workspace, toolset),
                       budget=_CancellableBudget(budget(settings, max_steps=max_steps), cancellation),
                       approvals=headless_approvals(True), compactor=compactor(settings, backend, testbed.workspace))
@@ -163,7 +162,7 @@ class _StepCounter:
 
 
 def run_all(instances: Sequence[Instance], settings: Settings, options: TestbedOptions, output: Path, *,
-            workers: int, network_prefix: Sequence[str], emit: HarnessSink,
+            workers: int, emit: HarnessSink,
             max_steps: int | None = None) -> list[RunOutcome]:
     """Run every instance not already in `output/predictions.jsonl`; append each finished one there.
 
@@ -185,8 +184,8 @@ def run_all(instances: Sequence[Instance], settings: Settings, options: TestbedO
         emit(InstanceStarted(instance.instance_id))
         out_dir = output / INSTANCES_DIR / instance.instance_id
         try:
-            outcome = run_instance(instance, settings, options, out_dir, network_prefix=network_prefix,
-                                   max_steps=max_steps, cancellation=cancellation,
+            outcome = run_instance(instance, settings, options, out_dir, max_steps=max_steps,
+                                   cancellation=cancellation,
                                    on_step=lambda steps: emit(InstanceStep(instance.instance_id, steps)))
         except Exception as exc:  # a bug or a backend that cannot start: this instance's error, not the run's
             outcome = RunOutcome(instance.instance_id, "error", record_crash(exc, out_dir / ERROR_FILE), "", 0,

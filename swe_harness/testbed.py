@@ -23,6 +23,7 @@ from swe_harness.errors import HarnessError, InstanceError
 from swe_harness.network import isolated
 from swe_harness.repos import find_mirror, git_env
 from swe_harness.workspace import commit_setup_state, prepare_workspace
+from tools.sandbox import Sandbox, SandboxPolicy, sandbox_for
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,25 @@ class Testbed:
     """Seconds spent making the testbed, the environment's build included."""
 
     def launcher(self, network_prefix: Sequence[str]) -> tuple[str, ...]:
-        """The argv prefix for the agent's shell and the tests: no network, and only this testbed visible of
-        everything in `hidden`."""
+        """The argv prefix for the tests: no network, and only this testbed visible of everything in `hidden`."""
         return isolated(network_prefix, hide=self.hidden, keep=[self.scratch])
+
+    def sandbox(self) -> Sandbox:
+        """The agent's shell's sandbox, as `kcode fix` has it: only the testbed writable, no network, the
+        user's credentials and everything in `hidden` but this testbed out of sight. No sandbox, no run."""
+        home = self.variables.get("HOME")
+        sandbox = sandbox_for(SandboxPolicy(writable=(self.scratch,), home=Path(home) if home else None,
+                                            hidden=self.hidden))
+        if not sandbox.active:
+            raise InstanceError(self.instance.instance_id, f"cannot sandbox the agent's shell: {sandbox.notice}")
+        return sandbox
+
+
+def require_sandbox() -> None:
+    """Stop before any instance when the agent's shell cannot be sandboxed on this machine at all."""
+    sandbox = sandbox_for(SandboxPolicy())
+    if not sandbox.active:
+        raise HarnessError(f"cannot sandbox the agent's shell: {sandbox.notice}")
 
 
 @contextmanager

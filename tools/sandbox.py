@@ -31,6 +31,7 @@ CREDENTIAL_PATHS = (".ssh", ".aws", ".azure", ".gnupg", ".docker", ".kube", ".ne
                     ".npmrc", ".config/gh", ".config/gcloud", ".config/kcode", ".local/share/kcode")
 """Under the home directory: keys, tokens and kcode's own configuration and sessions, never shown to a command."""
 _ENTER = Path(__file__).with_name("enter_namespace.py")
+_PRIVATE_TMP = Path("/tmp")
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,8 @@ def _rules(policy: SandboxPolicy) -> str:
 
 def bwrap_arguments(policy: SandboxPolicy, scratch: Iterable[Path] = ()) -> list[str]:
     """bwrap's options for `policy`, with the `scratch` directories writable; the command follows them."""
-    arguments = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--unshare-pid",
-                 "--die-with-parent", *(() if policy.allow_network else ("--unshare-net",))]
+    arguments = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", str(_PRIVATE_TMP),
+                 "--unshare-pid", "--die-with-parent", *(() if policy.allow_network else ("--unshare-net",))]
     bind = "--bind" if policy.mode == "workspace-write" else "--ro-bind"  # read-only even when under /tmp
     mounts = {"keep": bind, "rw": "--bind", "hide": "--tmpfs"}
     for kind, path in _mounts(policy, scratch):
@@ -151,7 +152,7 @@ def namespace_arguments(policy: SandboxPolicy, scratch: Iterable[Path] = ()) -> 
     """The arguments of `enter_namespace.py` (run by unshare) for `policy`; the command follows them."""
     workspace = "rw" if policy.mode == "workspace-write" else "keep"  # `keep` re-binds read-only under `ro`
     marks = [f"{workspace if kind == 'keep' else kind}:{path}" for kind, path in _mounts(policy, scratch)]
-    return [sys.executable, "-I", str(_ENTER), "ro", "tmpfs:/tmp", *marks, "--"]
+    return [sys.executable, "-I", str(_ENTER), "ro", f"tmpfs:{_PRIVATE_TMP}", *marks, "--"]
 
 
 def _mounts(policy: SandboxPolicy, scratch: Iterable[Path]) -> list[tuple[str, Path]]:
@@ -159,7 +160,10 @@ def _mounts(policy: SandboxPolicy, scratch: Iterable[Path]) -> list[tuple[str, P
     and files (`blank`), outermost first, so a directory kept inside a hidden one shows on top of it."""
     mounts = [*(("keep", path) for path in policy.writable), *(("rw", path) for path in scratch)]
     paths = [*(policy.home / relative for relative in CREDENTIAL_PATHS if policy.home is not None), *policy.hidden]
+    covers = [_PRIVATE_TMP, *paths]
     for path in paths:
+        if any(path != cover and path.is_relative_to(cover) for cover in covers):
+            continue  # hidden already; covering it again would only show an empty mount point
         if path.is_dir() and not path.is_symlink():
             mounts.append(("hide", path))
         elif path.exists():

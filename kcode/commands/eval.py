@@ -29,7 +29,7 @@ from swe_harness.network import no_network_prefix
 from swe_harness.predictions import Prediction, load_predictions
 from swe_harness.report import resolved_rate
 from swe_harness.run import PREDICTIONS_FILE, RunOutcome, run_all
-from swe_harness.testbed import TestbedOptions
+from swe_harness.testbed import TestbedOptions, require_sandbox
 
 Result = TypeVar("Result")
 
@@ -76,14 +76,14 @@ def eval_run(selection: Selection, settings: Settings, *, max_steps: int | None,
     from kcode.backends.factory import make_backend
 
     instances = selection.instances()
-    prefix = no_network_prefix()
+    require_sandbox()  # the agent's shell never runs unconfined: that fails here, once, not per instance
     make_backend(settings)  # a model that cannot be configured fails here, once, not per instance
     hidden = settings.secret_variables()
 
     def work(emit: HarnessSink) -> list[RunOutcome]:
         with _testbed_options(selection, environ, hidden) as options:
-            return run_all(instances, settings, options, selection.output, workers=selection.workers,
-                           network_prefix=prefix, emit=emit, max_steps=max_steps)
+            return run_all(instances, settings, options, selection.output, workers=selection.workers, emit=emit,
+                           max_steps=max_steps)
 
     outcomes = _with_progress(selection, len(instances), ("submitted", "limit", "error"), "run", work,
                               stdout, stderr)

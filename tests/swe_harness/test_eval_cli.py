@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,7 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
     dataset = write_dataset(tmp_path / "dataset.jsonl", [
         instance_row(task, "acme__calc-1"), instance_row(task, "acme__calc-unknown", version="9.9")])
     output = tmp_path / "run"
+    outside = Path("/var/tmp") / f"kcode-escape-{uuid.uuid4().hex}"  # writable to the user, not in the sandbox
     openai_server.add(
         Reply(tool_calls=(call("bash", command="git log --all --format=%s; git tag; git stash list; "
                                                "git cat-file -t " + task.fix_commit),)),
@@ -47,6 +49,7 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
                                                "socket.create_connection(('10.255.255.1', 80), timeout=5)\""),)),
         Reply(tool_calls=(call("bash", command="python -c 'import calc, sys; print(calc.__file__, sys.prefix)'"),)),
         Reply(tool_calls=(call("bash", command=f"ls -A {task.mirrors_dir} {env_cache} {output}; echo end"),)),
+        Reply(tool_calls=(call("bash", command=f"touch {outside}"),)),
         Reply(tool_calls=(call("editor", command="str_replace", path="calc/__init__.py",
                                old_str="def mul(a, b):\n    return a + b",
                                new_str="def mul(a, b):\n    return a * b"),)),
@@ -58,7 +61,7 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
     assert "submitted" in run.stderr
 
     results = [m["content"] for r in openai_server.chat_requests[1:] for m in r.body["messages"][-1:]]
-    history, network, environment, hidden = results[0], results[1], results[2], results[3]
+    history, network, environment, hidden, escape = results[:5]
     assert "Fix mul" not in history and "Release" not in history and "v1.0" not in history
     assert "Add mul()" in history and "fatal" in history  # the fix commit's object is gone
     assert "Network is unreachable" in network
@@ -70,6 +73,7 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
     assert f"Workspace (the repository root; relative paths start here): {workspace}" in system_message
     assert hidden.splitlines()[-1] == "end" and "acme__calc" not in hidden and "envs" not in hidden
     assert "instances" not in hidden  # mirrors, environments and the output are empty to the agent
+    assert "Read-only file system" in escape and not outside.exists()  # kcode's own sandbox
     task_message = openai_server.chat_requests[0].body["messages"][1]["content"]
     assert "mul() adds instead of multiplying" in task_message and "do not add, change or delete test" in task_message
 
@@ -78,7 +82,7 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
     assert "-    return a + b\n+    return a * b" in prediction["model_patch"]
     assert "egg-info" not in prediction["model_patch"] and "__pycache__" not in prediction["model_patch"]
     result = json.loads((output / "instances" / "acme__calc-1" / "result.json").read_text())
-    assert result["status"] == "submitted" and result["steps"] == 6
+    assert result["status"] == "submitted" and result["steps"] == 7
     error = json.loads((output / "instances" / "acme__calc-unknown" / "result.json").read_text())
     assert error["status"] == "error" and "known versions: 1.0" in error["reason"]
 
