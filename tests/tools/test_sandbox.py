@@ -134,7 +134,16 @@ def test_off_and_missing_sandboxes_say_so_plainly(tmp_path: Path) -> None:
     assert fallback.active and fallback.notice is None and Path(fallback.launcher[0]).name == "unshare"
 
 
-def test_the_policy_becomes_bwrap_options(tmp_path: Path) -> None:
+@pytest.fixture
+def host_dir() -> Iterator[Path]:
+    """A directory outside /tmp, which the sandbox replaces with a private one anyway."""
+    path = Path(tempfile.mkdtemp(prefix="kcode-sandbox-", dir="/var/tmp"))
+    yield path
+    shutil.rmtree(path)
+
+
+def test_the_policy_becomes_bwrap_options(host_dir: Path) -> None:
+    tmp_path = host_dir
     (tmp_path / ".aws").mkdir()
     (tmp_path / ".pypirc").write_text("x")
     arguments = bwrap_arguments(SandboxPolicy(writable=(Path("/w"),), home=tmp_path))
@@ -149,8 +158,8 @@ def test_the_policy_becomes_bwrap_options(tmp_path: Path) -> None:
     assert read_only[read_only.index("/w") - 1] == "--ro-bind" and read_only[read_only.index("/s") - 1] == "--bind"
 
 
-def test_a_directory_kept_inside_a_hidden_one_is_mounted_on_top_of_it(tmp_path: Path) -> None:
-    runs, mirrors, workspace = tmp_path / "runs", tmp_path / "mirrors", tmp_path / "runs" / "r1" / "ws"
+def test_a_directory_kept_inside_a_hidden_one_is_mounted_on_top_of_it(host_dir: Path) -> None:
+    runs, mirrors, workspace = host_dir / "runs", host_dir / "mirrors", host_dir / "runs" / "r1" / "ws"
     for directory in (mirrors, workspace):
         directory.mkdir(parents=True)
     policy = SandboxPolicy(writable=(workspace,), hidden=(runs, mirrors))
@@ -160,6 +169,8 @@ def test_a_directory_kept_inside_a_hidden_one_is_mounted_on_top_of_it(tmp_path: 
     assert marks[marks.index("ro"):] == ["ro", "tmpfs:/tmp", f"hide:{runs}", f"hide:{mirrors}", f"rw:{workspace}",
                                          "--"]
     assert f"keep:{workspace}" in namespace_arguments(replace(policy, mode="read-only"))
+    nested = bwrap_arguments(SandboxPolicy(hidden=(runs, runs / "r1", Path("/tmp/x"))))
+    assert str(runs / "r1") not in nested and "/tmp/x" not in nested  # covered already: no empty mount points
 
 
 def test_the_model_is_told_what_the_sandbox_allows(decoys: dict[str, Path]) -> None:
