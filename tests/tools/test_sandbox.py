@@ -143,16 +143,15 @@ def host_dir() -> Iterator[Path]:
 
 
 def test_the_policy_becomes_bwrap_options(host_dir: Path) -> None:
-    tmp_path = host_dir
-    (tmp_path / ".aws").mkdir()
-    (tmp_path / ".pypirc").write_text("x")
-    arguments = bwrap_arguments(SandboxPolicy(writable=(Path("/w"),), home=tmp_path))
+    (host_dir / ".aws").mkdir()
+    (host_dir / ".pypirc").write_text("x")
+    arguments = bwrap_arguments(SandboxPolicy(writable=(Path("/w"),), home=host_dir))
     assert arguments[:3] == ["--ro-bind", "/", "/"] and "--unshare-pid" in arguments
     assert arguments[arguments.index("/w") - 1: arguments.index("/w") + 2] == ["--bind", "/w", "/w"]
     assert "--unshare-net" in arguments
-    assert ["--tmpfs", str(tmp_path / ".aws")] == arguments[arguments.index(str(tmp_path / ".aws")) - 1:][:2]
-    pypirc = arguments.index(str(tmp_path / ".pypirc"))
-    assert arguments[pypirc - 2: pypirc + 1] == ["--ro-bind", os.devnull, str(tmp_path / ".pypirc")]
+    assert ["--tmpfs", str(host_dir / ".aws")] == arguments[arguments.index(str(host_dir / ".aws")) - 1:][:2]
+    pypirc = arguments.index(str(host_dir / ".pypirc"))
+    assert arguments[pypirc - 2: pypirc + 1] == ["--ro-bind", os.devnull, str(host_dir / ".pypirc")]
     assert "--unshare-net" not in bwrap_arguments(SandboxPolicy(allow_network=True))
     read_only = bwrap_arguments(SandboxPolicy(mode="read-only", writable=(Path("/w"),)), [Path("/s")])
     assert read_only[read_only.index("/w") - 1] == "--ro-bind" and read_only[read_only.index("/s") - 1] == "--bind"
