@@ -185,3 +185,16 @@ def test_the_model_is_told_what_the_sandbox_allows(decoys: dict[str, Path]) -> N
     assert "Nothing but /tmp is writable" in open_box.rules and "no network" not in open_box.rules
     with standard_toolset(decoys["ws"]) as plain:
         assert "sandbox" not in plain.schemas()[0]["function"]["description"]
+
+
+def test_no_process_in_the_sandbox_can_read_a_hidden_key(decoys: dict[str, Path], backend: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """kcode's own environment holds the API key; the shell's has it removed, and kcode's process, whose
+    /proc/PID/environ still holds it, is in another PID namespace."""
+    monkeypatch.setenv("KCODE_API_KEY", "sk-decoy-0123456789")
+    box = sandbox_for(SandboxPolicy(writable=(decoys["ws"],), home=decoys["home"]), which=only(backend))
+    with standard_toolset(decoys["ws"], sandbox=box, hidden_env=["KCODE_API_KEY"]) as toolset:
+        result = toolset.dispatch("bash", '{"command": "env; cat /proc/*/environ | tr \\"\\\\0\\" \\"\\\\n\\"; '
+                                          'ls /proc | grep -c \'^[0-9]\'"}')
+    assert "PATH=" in result.output and "sk-decoy" not in result.output and "KCODE_API_KEY" not in result.output
+    assert int(result.output.split()[-1]) < 10  # the namespace's few processes, none of the host's
