@@ -76,6 +76,21 @@ class CompletionRetrying:
 
 
 @dataclass(frozen=True)
+class ApprovalDecided:
+    """Whether a call that edits or runs something may go ahead, and who decided (`asked`: the user).
+
+    `scope` is what an "always" answer now allows; `warning` names what a destructive command would lose.
+    """
+
+    call_id: str
+    tool: str
+    verdict: Literal["yes", "no", "always"]
+    asked: bool
+    scope: str | None = None
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
 class Notice:
     """Something the user may like to know that is not an error (compaction starting, a call not run)."""
 
@@ -101,5 +116,5 @@ class TurnEnded:
 
 
 Event = (AssistantDelta | ToolCallStarted | ToolCallFinished | UsageReport | MessageAdded | Compacted
-         | CompletionRetrying | Notice | AgentError | TurnEnded)
+         | CompletionRetrying | Notice | AgentError | TurnEnded | ApprovalDecided)
 EventSink = Callable[[Event], None]

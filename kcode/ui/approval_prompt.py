@@ -1,5 +1,8 @@
 """The chat's approval question: show the command or the edit, then ask yes, always, no, or no with feedback.
 
+A command the destructive-command guard flagged opens with its warning in red ("⚠ This command deletes
+…") and is not offered "always": such a command is asked about every time.
+
 `TerminalApprover` implements `kcode.agent.approvals.Approver`. It reads answers through an injected
 `ask(prompt) -> str` (by default the console's own line input, which works in any terminal), so a test
 scripts the answers and nothing is patched. Ctrl-D (EOFError) counts as no; Ctrl-C propagates, so the
@@ -46,7 +49,7 @@ class TerminalApprover:
         with self.suspend():
             self.console.print()
             self.console.print(self._panel(request))
-            self.console.print(_choices(visible(request.always_scope)))
+            self.console.print(_choices(visible(request.always_scope), warned=request.warning is not None))
             try:
                 return self._read_answer()
             except EOFError:
@@ -77,8 +80,10 @@ class TerminalApprover:
         else:
             body = self._edit_body(request)
             title = f"Apply this {visible(request.call.name)} edit?"
-        return Panel(body, title=Text(title, style="bold"), title_align="left", border_style="yellow",
-                     padding=(0, 1))
+        if request.warning is not None:
+            body = Group(Text("⚠ " + visible(request.warning), style="bold red"), body)
+        return Panel(body, title=Text(title, style="bold"), title_align="left",
+                     border_style="red" if request.warning is not None else "yellow", padding=(0, 1))
 
     def _edit_body(self, request: ApprovalRequest) -> RenderableType:
         arguments = request.arguments
@@ -95,9 +100,11 @@ class TerminalApprover:
         return self.console.input(Text(prompt, style="bold"))
 
 
-def _choices(always_scope: str) -> Text:
-    rows = [("y", "yes"), ("a", f"yes, and allow {always_scope}"), ("n", "no"),
+def _choices(always_scope: str, *, warned: bool) -> Text:
+    rows = [("y", "yes, this once" if warned else "yes"), ("a", f"yes, and allow {always_scope}"), ("n", "no"),
             ("f", "no, and tell kcode what to do instead")]
+    if warned:
+        del rows[1]
     text = Text()
     for index, (key, meaning) in enumerate(rows):
         text.append(("\n" if index else "") + f"  {key}  ", style="bold")

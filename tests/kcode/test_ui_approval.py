@@ -227,6 +227,38 @@ def test_behind_real_approvals_always_is_remembered_and_no_becomes_an_error_resu
     assert len(script.prompts) == 2
 
 
+def test_a_destructive_command_opens_with_its_warning_and_is_not_offered_always() -> None:
+    console = plain_console()
+    request = ApprovalRequest(ToolCall("c1", "bash", json.dumps({"command": "rm -rf ~"})), "command",
+                              {"command": "rm -rf ~"}, "this exact command for the rest of this session",
+                              warning="This command deletes your home directory ~ (/home/u).")
+    assert TerminalApprover(console, ask=Script("y")).decide(request).verdict == "yes"
+    lines = output(console).splitlines()
+    body = [line for line in lines if line.startswith("│")]
+    assert body[0] == "│ ⚠ This command deletes your home directory ~ (/home/u).".ljust(99) + "│"
+    assert body[1].startswith("│ $ rm -rf ~")
+    assert "  y  yes, this once" in lines
+    assert not any(line.startswith("  a  ") for line in lines)
+
+
+def test_the_warning_is_red_in_a_colour_terminal() -> None:
+    console = Console(file=io.StringIO(), width=100, force_terminal=True, color_system="standard")
+    request = ApprovalRequest(ToolCall("c1", "bash", "{}"), "command", {"command": "git reset --hard"}, "scope",
+                              warning="This command discards \x1b[2J changes.")
+    TerminalApprover(console, ask=Script("n")).decide(request)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b[1;31m⚠ This command discards" in text
+
+
+def test_behind_real_approvals_always_for_a_destructive_command_is_one_yes(tmp_path: Path) -> None:
+    script = Script("a", "a")
+    approvals = Approvals("ask", TerminalApprover(plain_console(), ask=script), workspace=tmp_path,
+                          home=tmp_path / "home", shell_cwd=lambda: str(tmp_path))
+    for _ in range(2):
+        assert approvals.check(ToolCall("c1", "bash", json.dumps({"command": "git reset --hard"}))) is None
+    assert len(script.prompts) == 2  # asked again: "always" did not stick
+
+
 def test_a_preview_of_no_lines_is_refused() -> None:
     with pytest.raises(DisplaySettingError, match="preview_lines"):
         TerminalApprover(plain_console(), preview_lines=0)
