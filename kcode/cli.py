@@ -169,6 +169,24 @@ def sessions(
     print_sessions(data_dir(os.environ) / "sessions", None if all_workspaces else path)
 
 
+@app.command()
+def checkpoints(
+    path: Path = _WORKSPACE,
+    restore: str | None = typer.Option(None, "--restore", metavar="ID",
+                                       help="Put the files back as checkpoint ID (a prefix will do) saved them."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="Show this many, newest first."),
+) -> None:
+    """List the checkpoints kcode took before each step of the agent, or restore one (itself undoable)."""
+    from kcode.commands.checkpoints import run_checkpoints
+    from kcode.config import data_dir
+    from kcode.errors import KcodeError
+
+    try:
+        run_checkpoints(data_dir(os.environ), path, restore=restore, limit=limit)
+    except KcodeError as exc:
+        raise _fail(str(exc), 2) from None
+
+
 eval_app = typer.Typer(help="SWE-bench: run the agent on instances and grade patches with the official grader.",
                        no_args_is_help=True)
 app.add_typer(eval_app, name="eval")

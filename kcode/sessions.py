@@ -1,9 +1,10 @@
 """Chat sessions on disk: one JSONL file per session, appended to as messages happen, listed and resumed.
 
 A file holds a header line, then one line per message (`{"type": "message", "message": {OpenAI form}}`)
-and one per compaction (`{"type": "compacted", "messages": [...]}`, the whole new history). Each line is
-written and flushed the moment its event arrives, so killing kcode loses nothing already shown; a line cut
-short by a crash is skipped on reading. Ids start with the UTC start time, so sorting ids sorts sessions.
+and one per compaction or /rewind (`{"type": "compacted", "messages": [...]}`, the whole new history; type
+"rewound" for a rewind). Each line is written and flushed the moment its event arrives, so killing kcode
+loses nothing already shown; a line cut short by a crash is skipped on reading. Ids start with the UTC
+start time, so sorting ids sorts sessions.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kcode.agent.events import Compacted, Event, MessageAdded
+from kcode.agent.events import ApprovalDecided, Compacted, Event, MessageAdded
 from kcode.errors import KcodeError
 from kcode.messages import Message
 
@@ -64,6 +65,13 @@ class SessionRecorder:
             self.add(event.message)
         elif isinstance(event, Compacted) and event.history:  # an event without the history cannot be replayed
             self._write({"type": "compacted", "messages": [m.to_openai() for m in event.history]})
+        elif isinstance(event, ApprovalDecided):  # a record of who allowed what; reading skips it
+            self._write({"type": "approval", "call_id": event.call_id, "tool": event.tool, "verdict": event.verdict,
+                         "asked": event.asked, "scope": event.scope, "warning": event.warning})
+
+    def rewound(self, history: tuple[Message, ...]) -> None:
+        """Record that /rewind cut the conversation back to `history`, so a resume starts from there."""
+        self._write({"type": "rewound", "messages": [m.to_openai() for m in history]})
 
     def add(self, message: Message) -> None:
         """Record a message the loop did not emit, such as the system prompt a new session starts with."""
@@ -148,7 +156,7 @@ def _read(path: Path) -> LoadedSession:
             if record.get("type") == "message":
                 messages.append(Message.from_openai(record["message"]))
                 first_user = first_user or _preview(messages[-1])
-            elif record.get("type") == "compacted":
+            elif record.get("type") in ("compacted", "rewound"):
                 messages = [Message.from_openai(m) for m in record["messages"]]
         started_at = datetime.fromisoformat(header["started_at"])
         info = SessionInfo(id=header["id"], path=path, started_at=started_at, workspace=header["workspace"],

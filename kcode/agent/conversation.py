@@ -1,4 +1,4 @@
-"""The history one agent works on: appended to message by message, replaced whole only by compaction.
+"""The history one agent works on: appended to message by message, replaced whole only by compaction or /rewind.
 
 It also remembers the last token count the API reported and at which message, so the context size can
 be known exactly up to there and only estimated for what came after.
@@ -38,7 +38,7 @@ class Conversation:
         self._messages.append(message)
 
     def replace(self, messages: Iterable[Message]) -> None:
-        """Swap in a compacted history; the API's last count no longer describes it."""
+        """Swap in a compacted or rewound history; the API's last count no longer describes it."""
         self._messages = list(messages)
         self.anchor = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from kcode.agent.approvals import Approvals
 from kcode.agent.context import Compaction, Compactor, context_tokens, estimate_message_tokens
@@ -36,6 +37,14 @@ from tools.toolset import Toolset
 
 _CUT_OFF_CALL = ("Not run: your answer reached the token limit and was cut off, so this call's arguments may be "
                  "incomplete. Make the call again with less in it (write a large file in several edits, say).")
+
+
+class Checkpoints(Protocol):
+    """Saves the workspace before a call that may change files (kcode.checkpoints has the real one)."""
+
+    def before_step(self, call: ToolCall, history: tuple[Message, ...]) -> str | None:
+        """Snapshot, if `call` (made by the last assistant message of `history`) can change files; a note for
+        the user, or None. Failing must not raise."""
 
 
 class LoopSettingsError(ValueError):
@@ -65,7 +74,7 @@ class Agent:
     def __init__(self, backend: Backend, toolset: Toolset, emit: EventSink, *,
                  conversation: Conversation | None = None, budget: Budget | None = None,
                  approvals: Approvals | None = None, compactor: Compactor | None = None,
-                 settings: LoopSettings | None = None) -> None:
+                 settings: LoopSettings | None = None, checkpoints: Checkpoints | None = None) -> None:
         self.backend = backend
         self.toolset = toolset
         self.emit = emit
@@ -74,6 +83,7 @@ class Agent:
         self.approvals = approvals or Approvals("yolo")
         self.compactor = compactor
         self.settings = settings or LoopSettings()
+        self.checkpoints = checkpoints
         self._schemas = toolset.schemas()
         self._streak: tuple[tuple[str, str] | None, int] = (None, 0)
         self._compaction_failed = False
@@ -130,6 +140,10 @@ class Agent:
             self.emit(AgentError(f"The model made the same {call.name} call {repeats} times in a row; stopping."))
             return "repeated_call"
         refusal = self.approvals.check(call) if self.toolset.get(call.name) is not None else None
+        if refusal is None and self.checkpoints is not None:  # a failed snapshot is a note, not the turn's end
+            note = self.checkpoints.before_step(call, self.conversation.messages)
+            if note is not None:
+                self.emit(Notice(note))
         result = refusal or self.toolset.dispatch(call.name, call.arguments)
         if repeats >= self.settings.nudge_repeats:
             result = replace(result, output=f"{result.output}\n\n[You have made this exact call {repeats} times "

@@ -1,4 +1,5 @@
-"""What `chat` and `fix` build alike: the limits, the compactor, the sandbox and the system prompt of an agent."""
+"""What `chat` and `fix` build alike: the limits, the compactor, the sandbox, the checkpoints and the system
+prompt of an agent."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from kcode.agent.conversation import Conversation
 from kcode.agent.limits import Budget, Limits
 from kcode.agent.prompt import project_rules, system_prompt
 from kcode.backends.base import Backend
+from kcode.checkpoints.steps import SessionCheckpoints
+from kcode.checkpoints.store import CheckpointStore, store_directory
 from kcode.config import Settings
 from kcode.messages import system
 from tools.sandbox import Sandbox, SandboxPolicy, sandbox_for
@@ -19,6 +22,11 @@ def budget(settings: Settings, *, max_steps: int | None = None) -> Budget:
     limits = Limits(max_steps=max_steps or settings.max_steps, max_wall_s=settings.time_limit_s,
                     max_tokens=settings.token_limit, max_cost_usd=settings.cost_limit_usd)
     return Budget(limits, settings.profile.pricing)
+
+
+def checkpoints(settings: Settings, root: Path, session_id: str) -> SessionCheckpoints:
+    """Snapshots before each step, kept in kcode's data directory, which the sandbox hides from the agent."""
+    return SessionCheckpoints(CheckpointStore(root, store_directory(settings.data_dir, root)), session_id)
 
 
 def compactor(settings: Settings, backend: Backend, root: Path) -> Compactor:

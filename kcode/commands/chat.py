@@ -18,7 +18,10 @@ from kcode.agent.conversation import Conversation
 from kcode.agent.events import Event
 from kcode.agent.loop import Agent
 from kcode.backends.factory import backend_notice, make_backend
-from kcode.commands.agent_setup import budget, compactor, new_conversation, sandbox
+from kcode.checkpoints.steps import history_before
+from kcode.checkpoints.store import CheckpointError
+from kcode.commands.agent_setup import budget, checkpoints, compactor, new_conversation, sandbox
+from kcode.commands.checkpoints import print_checkpoints, restore_report
 from kcode.config import Settings
 from kcode.errors import KcodeError
 from kcode.messages import user
@@ -35,6 +38,9 @@ HELP = """\
 /clear           start a new conversation (a new session)
 /compact         compact the conversation now
 /cost            tokens and cost so far
+/undo            put back the files the last step changed (again: redo)
+/rewind N        files and conversation back to before the Nth-last step
+/checkpoints     this session's checkpoints
 /exit            leave (Ctrl-D does too)
 
 Enter sends; Esc-Enter (or a trailing \\) starts a new line; @path completes file names.
@@ -67,6 +73,7 @@ class ChatSession:
                            budget=budget(settings), approvals=Approvals(options.approval_mode, approver),
                            compactor=compactor(settings, backend, options.root))
         self.recorder = self._open_session(options.resume)
+        self.checkpoints = self.agent.checkpoints = checkpoints(settings, options.root, self.recorder.id)
 
     def run(self) -> None:
         """Read and answer messages until the user leaves."""
@@ -115,14 +122,46 @@ class ChatSession:
         elif command == "/clear":
             self.agent.conversation = new_conversation(self.options.root, self.toolset)
             self.recorder = self._new_session()
+            self.checkpoints.start_session(self.recorder.id)
             self.console.print(f"[dim]New conversation (session {self.recorder.id}).[/]")
         elif command == "/compact":
             self._compact()
         elif command == "/cost":
             self.console.print(self._cost_line())
+        elif command in ("/undo", "/rewind", "/checkpoints"):
+            self._checkpoint_command(command, argument)
         else:
             self.console.print(f"[red]Unknown command {escape(command)}.[/] /help lists the commands.")
         return None
+
+    def _checkpoint_command(self, command: str, argument: str) -> None:
+        try:
+            if command == "/checkpoints":
+                print_checkpoints(self.checkpoints.store, self.console, session=self.checkpoints.session_id)
+            elif command == "/undo":
+                self.console.print(restore_report(self.checkpoints.undo()))
+                self.console.print("[dim]/undo again puts them back.[/]")
+            else:
+                self._rewind(argument)
+        except CheckpointError as exc:
+            self.console.print(f"[red]{escape(str(exc))}[/]")
+
+    def _rewind(self, argument: str) -> None:
+        if not argument.isdigit() or int(argument) < 1:
+            self.console.print("[red]/rewind takes how many steps to go back, e.g. /rewind 2.[/]")
+            return
+        target = self.checkpoints.step_back(int(argument))
+        history = history_before(self.agent.conversation.messages, target)
+        if history is None:
+            self.console.print(f"[red]Step {target.step} is no longer in the conversation (it was compacted); "
+                               "/undo can still put files back.[/]")
+            return
+        self.console.print(restore_report(self.checkpoints.rewind(target)))
+        self.agent.conversation.replace(history)
+        if self.recorder is not None:
+            self.recorder.rewound(history)
+        self.console.print(f"[dim]The conversation is back to before step {target.step}; "
+                           "/undo puts the files back (not the conversation).[/]")
 
     def _switch_model(self, name: str) -> None:
         if not name:

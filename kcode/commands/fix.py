@@ -1,7 +1,8 @@
 """`kcode fix`: run the agent on one task with nobody watching, then hand back the diff.
 
 Progress goes to stderr; stdout carries only the result (the diff, or JSON events with `--json`), so
-`kcode fix ... > fix.patch` works. The exit code says how it went; see `ExitCode`.
+`kcode fix ... > fix.patch` works. The exit code says how it went; see `ExitCode`. Each step that may change
+files is checkpointed first, so `kcode checkpoints --restore ID` can undo what a run did.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import TextIO
@@ -19,7 +21,7 @@ from kcode.agent.loop import Agent
 from kcode.agent.prompt import fix_prompt
 from kcode.agent.trajectory import TrajectoryWriter
 from kcode.backends.factory import backend_notice, make_backend
-from kcode.commands.agent_setup import budget, compactor, new_conversation, sandbox
+from kcode.commands.agent_setup import budget, checkpoints, compactor, new_conversation, sandbox
 from kcode.config import Settings
 from kcode.messages import user
 from kcode.ui.headless import JsonEventWriter, ProgressPrinter
@@ -81,7 +83,8 @@ def run_fix(settings: Settings, options: FixOptions, *, stdout: TextIO = sys.std
         agent = Agent(backend, toolset, _fan_out(sinks), conversation=new_conversation(options.root, toolset),
                       budget=budget(settings, max_steps=options.max_steps),
                       approvals=headless_approvals(options.allow_commands),
-                      compactor=compactor(settings, backend, options.root))
+                      compactor=compactor(settings, backend, options.root),
+                      checkpoints=checkpoints(settings, options.root, f"fix-{datetime.now(UTC):%Y%m%d-%H%M%S}"))
         reason = agent.run_turn(user(fix_prompt(options.task, commands_allowed=options.allow_commands)))
         patch = snapshot.diff()
     code = _exit_code(reason, changed=bool(patch))

@@ -23,7 +23,7 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
 
-SLASH_COMMANDS = ("/help", "/model", "/clear", "/compact", "/cost", "/exit")
+SLASH_COMMANDS = ("/help", "/model", "/clear", "/compact", "/cost", "/undo", "/rewind", "/checkpoints", "/exit")
 """The chat's own commands; `ReplInput` completes these and any it is given."""
 MAX_PATH_COMPLETIONS = 200
 """More entries than a menu can usefully show; a huge directory stops here rather than stalling the prompt."""
