@@ -74,11 +74,13 @@ class BashTool:
         body, kept = self._read_output(outcome)
         status = _status_line(outcome, timeout_s, capped=capped, max_output_bytes=self.session.max_output_bytes,
                               max_timeout_s=self.settings.max_bash_timeout_s)
+        if outcome.forged_records:
+            status = "\n".join(filter(None, [status, _forgery_note(outcome.forged_records)]))
         if status and body and not body.endswith("\n"):
             body += "\n"
         data = {"exit_code": outcome.exit_code, "timed_out": outcome.timed_out,
                 "interrupted": outcome.interrupted, "ending": outcome.ending, "cwd": outcome.cwd,
-                "duration_s": outcome.duration_s, "timeout_s": timeout_s,
+                "duration_s": outcome.duration_s, "timeout_s": timeout_s, "forged_records": outcome.forged_records,
                 "output_file": str(outcome.output_path) if kept else None}
         return ToolResult(output=(body + status) or "[no output]", data=data,
                           is_error=outcome.ending in ("timeout", "interrupt", "output_limit"))
@@ -134,6 +136,11 @@ def _status_line(outcome: CommandOutcome, timeout_s: float, *, capped: bool, max
     if outcome.exit_code != 0:
         return f"[exit code {code}]"
     return ""
+
+
+def _forgery_note(count: int) -> str:
+    records = "a record" if count == 1 else f"{count} records"
+    return f"[the command tried to write kcode's control channel; {records} not written by kcode were ignored]"
 
 
 def _describe_exit(code: int | None) -> str:

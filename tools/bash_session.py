@@ -3,7 +3,8 @@
 A call writes the command to a file and sends the shell one line that sources it in the shell process
 itself (so `cd`, variables and functions persist), with stdin from /dev/null and stdout and stderr into
 a fresh output file. A driver function then writes a completion record to a control pipe: exit status,
-working directory, and the shell's state (`declare -p`, `declare -f`, options, aliases). Python waits
+working directory, and the shell's state (`declare -p`, `declare -f`, options, aliases). The command runs
+with that pipe closed and records are checked against a nonce per call (tools/bash_control.py). Python waits
 on that pipe with a selector, so a daemon that keeps the output file open never delays completion, and
 a 100 MB flood goes to disk, never through memory.
 
@@ -34,6 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tools.bash_control import (
+    CONTROL_FD,
+    DRIVER,
+    ControlReader,
+    Record,
+    call_line,
+    exit_record_path,
+    new_nonce,
+)
 from tools.errors import ToolError
 
 Ending = Literal["exited", "shell_exited", "timeout", "interrupt", "output_limit"]
@@ -51,9 +61,6 @@ lost in a buffer. `CI` is left alone: test suites change behaviour under it."""
 _SLICE_S = 0.1
 """How often a waiting call checks for a dead shell or a runaway output file; completion wakes it at once."""
 
-_HEADER = b"kcode-done "
-_FIELDS = 6  # header, cwd, calling functions, variables, functions, options
-
 # Bash keeps these itself; assigning saved values would confuse it (call stacks) or reseed it (RANDOM).
 _BASH_MANAGED = frozenset({
     "BASH_ARGC", "BASH_ARGV", "BASH_ARGV0", "BASH_LINENO", "BASH_SOURCE", "FUNCNAME", "BASH_COMMAND",
@@ -62,23 +69,6 @@ _BASH_MANAGED = frozenset({
     "PWD",  # set by the `cd` that comes first; a saved one could name a directory that is gone
 })
 _DECLARATION = re.compile(rb"declare -([a-zA-Z-]+) ([A-Za-z_][A-Za-z0-9_]*)")
-
-# Sent once to every new shell. Only builtins run between commands, so a call costs no fork beyond the
-# command's own. `set -e` and `set -u` end a non-interactive shell at the first failure, so they are reset
-# after each call: a script-style `set -euo pipefail` lasts for its call, as it would in a terminal. The
-# EXIT trap reports `exit`, such failures and SIGTERM with the state at that moment.
-_DRIVER = r"""
-__kcode_done() {
-    builtin set +eu
-    {
-        builtin printf 'kcode-done %s %s %s\0%s\0%s\0' "${__kcode_seq-0}" "$1" "${2-0}" "${PWD-}" "${FUNCNAME[*]:1}"
-        builtin declare -p; builtin printf '\0'
-        builtin declare -f; builtin printf '\0'
-        builtin set +o; builtin shopt -p; builtin alias -p; builtin printf '\0'
-    } >&63 2>/dev/null
-}
-builtin trap '__kcode_done "$?" 1' EXIT
-"""
 
 
 class SessionClosed(ToolError):
@@ -94,6 +84,8 @@ class CommandOutcome:
     exit_code: int | None
     cwd: str
     duration_s: float
+    forged_records: int = 0
+    """Records written to the control channel that did not come from kcode's driver for this call; ignored."""
 
     @property
     def timed_out(self) -> bool:
@@ -102,21 +94,6 @@ class CommandOutcome:
     @property
     def interrupted(self) -> bool:
         return self.ending == "interrupt"
-
-
-@dataclass(frozen=True)
-class _Record:
-    """A completion record from the driver: the status of call `seq` and the shell's state after it."""
-
-    seq: int
-    status: int
-    exiting: bool
-    cwd: str
-    in_function: bool
-    """Written by the EXIT trap inside a shell function, so `variables` holds that function's locals."""
-    variables: bytes
-    functions: bytes
-    options: bytes
 
 
 class _Shell:
@@ -134,52 +111,13 @@ class _Shell:
             raise
         finally:
             os.close(write_fd)
-        os.set_blocking(read_fd, False)
-        self.control_fd = read_fd
-        self.eof = False
-        self.last_record: _Record | None = None
-        self._fields: list[bytes] = []
-        self._partial: list[bytes] = []
-        # Park the control pipe on fd 63, far from the fds scripts use (3-9) and those bash saves onto
-        # (10 up); a fixed number rather than `{var}>&`, which bash 3.2 (macOS) lacks.
-        self.send(f"exec 63>&{write_fd} {write_fd}>&-\n{prelude}")
+        self.control = ControlReader(read_fd)
+        self.send(f"exec {CONTROL_FD}>&{write_fd} {write_fd}>&-\n{prelude}")
 
     def send(self, text: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(text.encode("utf-8", errors="replace"))
         self.proc.stdin.flush()
-
-    def read_control(self) -> None:
-        """Take in whatever the driver has written; complete records replace `last_record`."""
-        while not self.eof:
-            try:
-                chunk = os.read(self.control_fd, 1 << 16)
-            except BlockingIOError:
-                return
-            if not chunk:
-                self.eof = True
-                return
-            *ends, rest = chunk.split(b"\0")
-            if ends:  # a field ends here: join its pieces once, so a huge variable costs linear time
-                self._take_field(b"".join([*self._partial, ends[0]]))
-                for field in ends[1:]:
-                    self._take_field(field)
-                self._partial = []
-            self._partial.append(rest)
-
-    def _take_field(self, field: bytes) -> None:
-        if field.startswith(_HEADER):
-            self._fields = []
-        elif not self._fields:
-            return  # the tail of a record cut short by a kill
-        self._fields.append(field)
-        if len(self._fields) == _FIELDS:
-            header, cwd, frames, variables, functions, options = self._fields
-            seq, status, exiting = header.split()[1:4]
-            in_function = any(frame != b"source" for frame in frames.split())
-            self.last_record = _Record(int(seq), int(status), exiting == b"1", cwd.decode("utf-8", errors="replace"),
-                                       in_function, variables, functions, options)
-            self._fields = []
 
     def kill(self, grace_s: float) -> None:
         """SIGTERM the shell's process group, SIGKILL it once nothing in it lives or `grace_s` has passed."""
@@ -187,19 +125,19 @@ class _Shell:
         _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         while self.proc.poll() is None and time.monotonic() < deadline:
-            self.read_control()  # a dying shell's EXIT trap must not block on a full pipe
+            self.control.read()  # a driver caught writing a large record must not block on a full pipe
             time.sleep(0.005)
         while time.monotonic() < deadline and _group_has_live_member(pgid):
             time.sleep(0.01)
         _signal_group(pgid, signal.SIGKILL)
         self.proc.wait()
-        self.read_control()
+        self.control.read()
 
     def close(self) -> None:
         assert self.proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):
             self.proc.stdin.close()
-        os.close(self.control_fd)
+        os.close(self.control.fd)
 
 
 class BashSession:
@@ -231,7 +169,7 @@ class BashSession:
         self._launcher = tuple(launcher)
         self._state_root = state_root
         self._cwd = self.root
-        self._state: _Record | None = None
+        self._state: Record | None = None
         self._shell: _Shell | None = None
         self._dir: Path | None = None
         self._selector = selectors.DefaultSelector()
@@ -240,6 +178,7 @@ class BashSession:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._seq = 0
+        self._forged = 0  # forged records seen during the running call
         self._lock = threading.Lock()  # guards _running, _interrupted, _closed
         self._run_lock = threading.Lock()
         self._running: int | None = None
@@ -271,7 +210,10 @@ class BashSession:
                 with self._lock:
                     self._running = None
                 self._command_path(seq).unlink(missing_ok=True)
-            return CommandOutcome(output_path, ending, exit_code, self._cwd, self._clock() - started)
+            if self._shell is not None:
+                self._forged += self._shell.control.take_forged()
+            return CommandOutcome(output_path, ending, exit_code, self._cwd, self._clock() - started,
+                                  self._forged)
 
     def interrupt(self) -> None:
         """Stop the running command (from any thread); its `run` returns promptly, marked interrupted."""
@@ -303,27 +245,35 @@ class BashSession:
         if self._shell is None:
             self._start_shell()
         _drain(self._wake_r)
+        self._forged = 0
         with self._lock:
             self._seq += 1
             self._running = seq = self._seq
         command_path = self._command_path(seq)
         command_path.write_bytes(command.encode("utf-8", errors="replace"))
         output_path = self._new_output_path()
-        line = (f"__kcode_seq={seq}; {{ builtin source {shlex.quote(str(command_path))}; }} </dev/null "
-                f">{shlex.quote(str(output_path))} 2>&1; __kcode_done \"$?\"\n")
+        nonce = new_nonce()
+        assert self._dir is not None
+        exit_path = exit_record_path(self._dir, nonce)
+        line = call_line(seq, nonce, command_path, output_path, exit_path)
         try:
-            self._live_shell().send(line)
+            self._send_call(seq, nonce, exit_path, line)
         except BrokenPipeError:  # the shell died since the last call: start over once
             self._replace_shell(seq)
-            self._live_shell().send(line)
+            self._send_call(seq, nonce, exit_path, line)
         return seq, output_path
+
+    def _send_call(self, seq: int, nonce: str, exit_path: Path, line: str) -> None:
+        shell = self._live_shell()
+        shell.control.expect(seq, nonce, exit_path)
+        shell.send(line)
 
     def _command_path(self, seq: int) -> Path:
         """A new file per call: rewriting one file in place costs milliseconds on ext4 (auto_da_alloc)."""
         assert self._dir is not None
         return self._dir / f"command-{seq}"
 
-    def _wait(self, seq: int, output_path: Path, deadline: float) -> tuple[Ending, _Record | None]:
+    def _wait(self, seq: int, output_path: Path, deadline: float) -> tuple[Ending, Record | None]:
         shell = self._live_shell()
         while True:
             remaining = deadline - time.monotonic()
@@ -333,25 +283,26 @@ class BashSession:
             for key, _ in events:
                 if key.fd == self._wake_r:
                     _drain(self._wake_r)
-            shell.read_control()
-            if shell.eof and shell.control_fd in self._selector.get_map():
-                self._selector.unregister(shell.control_fd)  # else an empty pipe would wake us forever
+            shell.control.read()
+            if shell.control.eof and shell.control.fd in self._selector.get_map():
+                self._selector.unregister(shell.control.fd)  # else an empty pipe would wake us forever
             with self._lock:
                 if self._interrupted == seq or self._closed:
                     return "interrupt", None
-            record = shell.last_record
+            record = shell.control.last_record
             if record is not None and record.seq == seq:
                 return ("shell_exited" if record.exiting else "exited"), record
-            if events and not shell.eof:
+            if events and not shell.control.eof:
                 continue  # the rest of a record is on its way; the checks below can wait for a quiet slice
             if shell.proc.poll() is not None:
-                shell.read_control()
-                record = shell.last_record
+                shell.control.read()
+                shell.control.read_exit_record()
+                record = shell.control.last_record
                 return "shell_exited", record if record is not None and record.seq == seq else None
             if _file_size(output_path) > self.max_output_bytes:
                 return "output_limit", None
 
-    def _finish(self, seq: int, ending: Ending, record: _Record | None) -> int | None:
+    def _finish(self, seq: int, ending: Ending, record: Record | None) -> int | None:
         """Take in the state the command left and, unless it simply exited, replace the shell."""
         if ending == "exited":
             assert record is not None
@@ -366,7 +317,7 @@ class BashSession:
             return record.status
         return 128 - returncode if returncode is not None and returncode < 0 else returncode
 
-    def _take_state(self, record: _Record) -> None:
+    def _take_state(self, record: Record) -> None:
         if not record.in_function:
             self._state = record
         if record.cwd:
@@ -380,19 +331,17 @@ class BashSession:
         if not self._closed:
             self._start_shell()
 
-    def _retire_shell(self) -> _Record | None:
+    def _retire_shell(self) -> Record | None:
         shell, self._shell = self._shell, None
         if shell is None:
             return None
-        if shell.control_fd in self._selector.get_map():
-            self._selector.unregister(shell.control_fd)
-        if shell.last_record is not None and shell.last_record.exiting:
-            # An `exit`ing shell is finishing on its own; let it, rather than cut its trap short.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                shell.proc.wait(timeout=self._kill_grace_s)
+        if shell.control.fd in self._selector.get_map():
+            self._selector.unregister(shell.control.fd)
         shell.kill(self._kill_grace_s)
+        shell.control.read_exit_record()
         shell.close()
-        return shell.last_record
+        self._forged += shell.control.take_forged()
+        return shell.control.last_record
 
     def _start_shell(self) -> None:
         bash = shutil.which("bash", path=self._env.get("PATH"))
@@ -401,13 +350,13 @@ class BashSession:
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="kcode-bash-", dir=self._state_root))
         cwd = self._cwd if os.path.isdir(self._cwd) else self.root
-        prelude = _DRIVER
+        prelude = DRIVER
         if self._state is not None:
             restore_path = self._dir / "restore"
             restore_path.write_bytes(_restore_script(self._state, cwd, self.root, self._env))
             prelude = f"builtin source {shlex.quote(str(restore_path))} >/dev/null 2>&1\n{prelude}"
         self._shell = _Shell(bash, cwd, self._env, prelude, self._launcher)
-        self._selector.register(self._shell.control_fd, selectors.EVENT_READ)
+        self._selector.register(self._shell.control.fd, selectors.EVENT_READ)
         self._cwd = cwd
 
     def _live_shell(self) -> _Shell:
@@ -416,7 +365,7 @@ class BashSession:
         return self._shell
 
 
-def _restore_script(state: _Record, cwd: str, root: str, launch_env: Mapping[str, str]) -> bytes:
+def _restore_script(state: Record, cwd: str, root: str, launch_env: Mapping[str, str]) -> bytes:
     """Bash that brings a fresh shell to `state`: directory, variables, exports, functions, options."""
     kept: list[bytes] = []
     declared: dict[str, bytes] = {}
