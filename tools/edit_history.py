@@ -7,11 +7,10 @@ changed it since): restoring the old bytes then would silently destroy that late
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.files import atomic_write
+from tools.nofollow import remove_empty_dirs, remove_file, write_atomic
 
 
 def digest(data: bytes | None) -> str:
@@ -40,10 +39,10 @@ class Edit:
     def restore(self) -> None:
         """Put the file back as it was before this edit."""
         if self.before is None:
-            self.path.unlink(missing_ok=True)
+            remove_file(self.path)
             remove_empty_dirs(self.created_dirs)
         else:
-            atomic_write(self.path, self.before, self.mode)
+            write_atomic(self.path, self.before, self.mode)
 
 
 class EditHistory:
@@ -80,23 +79,6 @@ class EditHistory:
                 self._bytes -= _size(self._edits.pop(index))
                 return
         raise ValueError(f"edit to {edit.path} is not in the history")
-
-
-def remove_empty_dirs(directories: tuple[Path, ...]) -> None:
-    """Remove `directories` (deepest first) while they are empty; one that is not stays, with its parents."""
-    for directory in directories:
-        try:
-            directory.rmdir()
-        except OSError:
-            return
-
-
-def read_if_exists(path: Path) -> bytes | None:
-    """The file's bytes, or None when there is no regular file at `path`."""
-    try:
-        return path.read_bytes() if os.path.isfile(path) else None
-    except FileNotFoundError:
-        return None
 
 
 def _size(edit: Edit) -> int:

@@ -1,4 +1,5 @@
-"""Reading and writing text files the way an editor must: the same bytes back out, written atomically.
+"""Decoding and encoding text files the way an editor must: the same bytes back out (tools/nofollow.py
+writes them, atomically).
 
 Decoding: UTF-8 when the whole file is valid UTF-8 (a leading BOM is remembered and written back);
 otherwise Latin-1, which maps every byte to one character and so round-trips any file exactly, at
@@ -14,12 +15,8 @@ from __future__ import annotations
 
 import codecs
 import difflib
-import os
-import secrets
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, Literal
 
 BINARY_SNIFF_BYTES = 8192
@@ -165,25 +162,3 @@ def _count_chars(data: bytes, fmt: TextFormat) -> int:
     if fmt.encoding == "latin-1":
         return len(data)
     return len(data.translate(None, _UTF8_CONTINUATION_BYTES))
-
-
-def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Replace `path` with `data` so that no reader ever sees a half-written file.
-
-    The bytes go to a temporary file in the same directory (same file system, so the rename is
-    atomic), which takes `mode` (the old file's permissions) or, for a new file, the default the
-    umask gives; on any failure the temporary file is removed and `path` is untouched.
-    """
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.kcode-tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(temp, stat.S_IMODE(mode))
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise

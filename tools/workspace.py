@@ -14,7 +14,9 @@ class Workspace:
     """A root directory that confines file access.
 
     Paths resolve relative to `root`; symlinks are followed before the check, so a link that escapes
-    the root is refused like `../`. `readable_roots` may be viewed and searched but never written.
+    the root is refused like `../`. The check is by name: the editor then reaches the real path it
+    returns through tools/nofollow.py, so a symlink swapped in afterwards is refused, not followed.
+    `readable_roots` may be viewed and searched but never written.
     """
 
     root: Path

@@ -18,7 +18,8 @@ import pytest
 from tools.base import ToolResult
 from tools.clamp import OutputClamp
 from tools.edit_history import Edit, EditHistory
-from tools.editor import MAX_EDIT_BYTES, EditorTool, _open_regular
+from tools.editor import MAX_EDIT_BYTES, EditorTool
+from tools.editor_view import open_regular_file
 from tools.errors import ToolError
 from tools.settings import ToolSettings
 from tools.toolset import Toolset
@@ -519,7 +520,7 @@ def test_a_fifo_or_symlink_swapped_in_after_the_check_is_refused_without_blockin
 
     def try_open(path: Path) -> None:
         try:
-            _open_regular(path, path.name).close()
+            open_regular_file(path, path.name).close()
             outcomes.append("opened")
         except ToolError as exc:
             outcomes.append(str(exc))
@@ -529,7 +530,7 @@ def test_a_fifo_or_symlink_swapped_in_after_the_check_is_refused_without_blockin
         thread.start()
         thread.join(timeout=5)
         assert not thread.is_alive(), f"opening {path.name} blocked"
-    assert outcomes[0] == "pipe is not a regular file; the editor works on regular files."
-    assert outcomes[1].startswith("cannot read link: ")
-    with _open_regular(tmp_path / "target", "target") as f:
+    assert outcomes[0].startswith("pipe is a FIFO; the editor opens only regular files")
+    assert outcomes[1].startswith("link is a symlink; the editor opens only regular files")
+    with open_regular_file(tmp_path / "target", "target") as f:
         assert f.read() == b"secret\n"

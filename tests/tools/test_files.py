@@ -1,11 +1,9 @@
-"""Decoding, line streaming, diffs and atomic writes of tools.files, on real files."""
+"""Decoding, line streaming and diffs of tools.files, on real files."""
 
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import stat
 import subprocess
 import tracemalloc
 from pathlib import Path
@@ -14,7 +12,6 @@ import pytest
 
 from tools.files import (
     TextFormat,
-    atomic_write,
     count_lines,
     decode,
     iter_lines,
@@ -104,32 +101,6 @@ def test_a_20_mb_line_is_viewed_in_bounded_memory(tmp_path: Path) -> None:
     assert [(line.text[:3], len(line.text), line.length) for line in lines] == [
         ("yyy", 500, 20_000_000), ("nex", 4, 4)]
     assert peak < 2_000_000
-
-
-def test_atomic_write_keeps_the_given_mode_and_uses_the_umask_for_new_files(tmp_path: Path) -> None:
-    script = tmp_path / "run.sh"
-    script.write_bytes(b"echo old\n")
-    script.chmod(0o755)
-    atomic_write(script, b"echo new\n", script.stat().st_mode)
-    assert script.read_bytes() == b"echo new\n"
-    assert stat.S_IMODE(script.stat().st_mode) == 0o755
-
-    old_umask = os.umask(0o027)
-    try:
-        atomic_write(tmp_path / "fresh.txt", b"x")
-    finally:
-        os.umask(old_umask)
-    assert stat.S_IMODE((tmp_path / "fresh.txt").stat().st_mode) == 0o640
-
-
-def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path: Path) -> None:
-    target = tmp_path / "taken"
-    target.mkdir()
-    (target / "inside.txt").write_text("keep")
-    with pytest.raises(OSError):
-        atomic_write(target, b"data")  # the final rename onto a directory fails
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
-    assert (target / "inside.txt").read_text() == "keep"
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
