@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tools.secret_files import DEFAULT_SECRET_FILES, SecretFiles
+
 MIN_OUTPUT_CHARS = 1_000
 """Below this a clamped output is mostly its marker line, leaving the model almost nothing to read."""
 
@@ -30,6 +32,8 @@ class ToolSettings:
     """Most matching lines (or files) one search returns before saying how many more there were."""
     allow_outside_workspace: bool = False
     """Let the editor and search touch paths outside the workspace root (standard_toolset sets it on the Workspace)."""
+    secret_files: tuple[str, ...] = DEFAULT_SECRET_FILES
+    """Gitignore-style globs of files the editor and search leave alone (tools/secret_files.py); () for none."""
 
     def __post_init__(self) -> None:
         if self.max_output_chars < MIN_OUTPUT_CHARS:
@@ -40,5 +44,6 @@ class ToolSettings:
                      "max_search_matches"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        SecretFiles(self.secret_files)  # raises ValueError naming a glob that does not parse
         if self.snippet_context_lines < 0:
             raise ValueError(f"snippet_context_lines must be >= 0, got {self.snippet_context_lines}")

@@ -16,7 +16,9 @@ import pytest
 
 from tools.clamp import OutputClamp
 from tools.gitignore import GlobError, PathGlob, glob_regex, parse_rules, verdict
-from tools.search import COUNT_LIMIT, FindFilesTool, RipgrepUnavailable, SearchTextTool, find_ripgrep
+from tools.search import FindFilesTool, SearchTextTool
+from tools.search_results import COUNT_LIMIT
+from tools.search_ripgrep import RipgrepUnavailable, find_ripgrep
 from tools.settings import ToolSettings
 from tools.toolset import Toolset
 from tools.workspace import Workspace
@@ -265,7 +267,7 @@ def test_more_matches_than_the_limit_are_counted_not_shown(tmp_path: Path, rg: b
                            "f01.txt-4-ctx"]
     assert lines[-1].startswith("[7 more matching lines not shown; narrow the search")
     assert result.data == {"backend": "ripgrep" if rg else "python", "matches": 12, "files": 4, "shown": 5,
-                           "complete": True, "timed_out": False}
+                           "complete": True, "timed_out": False, "secret_files_left_out": 0}
 
 
 @needs_rg
