@@ -38,13 +38,17 @@ _SET = typer.Option([], "--set", "-c", metavar="NAME=VALUE",
 _SANDBOX = typer.Option(None, "--sandbox", metavar="MODE",
                         help="Confine the agent's shell: workspace-write (default), read-only or off.")
 _ALLOW_NETWORK = typer.Option(False, "--allow-network", help="Let the sandboxed shell reach the network.")
+_ALLOW_DESTRUCTIVE = typer.Option(False, "--allow-destructive",
+                                  help="Run commands that destroy work (rm -rf ~, git reset --hard, ...) without "
+                                       "asking in --yes and headless runs; otherwise they are refused.")
 _WORKSPACE = typer.Argument(Path("."), exists=True, file_okay=False, resolve_path=True,
                             help="The repository to work in (default: the current directory).")
 
 
-def _sandbox_settings(mode: str | None, allow_network: bool) -> list[str]:
-    """`--sandbox` and `--allow-network` as the settings they set (checked with the others)."""
-    return [f"sandbox={mode}"] * (mode is not None) + ["allow_network=true"] * allow_network
+def _safety_settings(mode: str | None, allow_network: bool, allow_destructive: bool) -> list[str]:
+    """`--sandbox`, `--allow-network` and `--allow-destructive` as the settings they set (checked with the others)."""
+    return ([f"sandbox={mode}"] * (mode is not None) + ["allow_network=true"] * allow_network
+            + ["allow_destructive=true"] * allow_destructive)
 
 
 def _print_version(value: bool) -> None:
@@ -86,6 +90,7 @@ def chat(
     auto_edit: bool = typer.Option(False, "--auto-edit", help="Make edits without asking; still ask for commands."),
     sandbox_mode: str | None = _SANDBOX,
     allow_network: bool = _ALLOW_NETWORK,
+    allow_destructive: bool = _ALLOW_DESTRUCTIVE,
     config: Path | None = _CONFIG,
     assignments: list[str] = _SET,
 ) -> None:
@@ -93,7 +98,7 @@ def chat(
     from kcode.commands.chat import ChatOptions, run_chat
     from kcode.errors import KcodeError
 
-    assignments = [*assignments, *_sandbox_settings(sandbox_mode, allow_network)]
+    assignments = [*assignments, *_safety_settings(sandbox_mode, allow_network, allow_destructive)]
     try:
         settings = _load(profile, model, base_url, config, assignments)
         mode = "yolo" if yes else "auto-edit" if auto_edit else settings.approval_mode
@@ -119,6 +124,7 @@ def fix(
     json_events: bool = typer.Option(False, "--json", help="Print one JSON event per line instead of the diff."),
     sandbox_mode: str | None = _SANDBOX,
     allow_network: bool = _ALLOW_NETWORK,
+    allow_destructive: bool = _ALLOW_DESTRUCTIVE,
     model: str | None = _MODEL,
     base_url: str | None = _BASE_URL,
     profile: str | None = _PROFILE,
@@ -146,7 +152,7 @@ def fix(
         raise _fail("the task is empty", ExitCode.USAGE)
     try:
         settings = _load(profile, model, base_url, config,
-                         [*assignments, *_sandbox_settings(sandbox_mode, allow_network)])
+                         [*assignments, *_safety_settings(sandbox_mode, allow_network, allow_destructive)])
         code = run_fix(settings, FixOptions(root=path, task=text, allow_commands=yes, max_steps=max_steps,
                                             output_patch=output_patch, trajectory=trajectory,
                                             json_events=json_events))

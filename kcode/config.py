@@ -49,6 +49,7 @@ from kcode.profiles import (
     model_facts,
 )
 from tools.sandbox import SANDBOX_MODES, SandboxMode
+from tools.secret_files import SecretFiles
 from tools.settings import MIN_OUTPUT_CHARS, ToolSettings
 
 APPROVAL_MODES: tuple[ApprovalMode, ...] = get_args(ApprovalMode)
@@ -108,6 +109,12 @@ class Settings:
     credential files, no network unless `allow_network`), `read-only` (only /tmp), or `off`."""
     allow_network: bool = False
     """Let sandboxed commands reach the network (downloads, package installs)."""
+    allow_destructive: bool = False
+    """Let `yolo` and headless runs run commands the destructive-command guard catches (`rm -rf ~`,
+    `git reset --hard`, ...); otherwise they are refused. In `ask` and `auto-edit` the user is asked instead."""
+    secret_files: tuple[str, ...] = ToolSettings.secret_files
+    """Gitignore-style globs of files the editor and search leave alone because they look like credentials
+    (`.env`, private keys, ...; see tools/secret_files.py). `[]` turns this off."""
     credential_variables: frozenset[str] = frozenset()
     """Variables of the environment the settings were loaded from whose names say they hold credentials
     (`*_API_KEY`, `*_TOKEN`, `*SECRET*`, ...); filled in by `load_settings`."""
@@ -123,7 +130,8 @@ class Settings:
     def tool_settings(self) -> ToolSettings:
         """The tools' limits as configured here (the rest keep the tools' own defaults)."""
         return ToolSettings(max_output_chars=self.max_output_chars, bash_timeout_s=self.bash_timeout_s,
-                            max_bash_timeout_s=max(ToolSettings.max_bash_timeout_s, self.bash_timeout_s))
+                            max_bash_timeout_s=max(ToolSettings.max_bash_timeout_s, self.bash_timeout_s),
+                            secret_files=self.secret_files)
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,14 @@ def _is_url(value: str) -> bool:
     return re.fullmatch(r"https?://[^\s/]+(/\S*)?", value) is not None
 
 
+def _valid_globs(globs: tuple[Any, ...]) -> bool:
+    try:
+        SecretFiles(globs)
+    except ValueError:
+        return False
+    return True
+
+
 _SETTINGS_KEYS: dict[str, _Key] = {
     "approval_mode": _Key(str, "one of ask, auto-edit, yolo", lambda v: v in APPROVAL_MODES),
     "max_steps": _Key(int, "an integer >= 1", lambda v: v >= 1),
@@ -178,6 +194,9 @@ _SETTINGS_KEYS: dict[str, _Key] = {
     "request_timeout_s": _Key(float, "a number of seconds above 0", lambda v: v > 0),
     "sandbox": _Key(str, "one of off, workspace-write, read-only", lambda v: v in SANDBOX_MODES),
     "allow_network": _Key(bool, "true or false", lambda v: True),
+    "allow_destructive": _Key(bool, "true or false", lambda v: True),
+    "secret_files": _Key(tuple, "a list of gitignore-style globs (comma-separated in a variable or flag)",
+                         _valid_globs),
 }
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 _PRICE = _Key(float, "a number of US dollars >= 0", lambda v: v >= 0)
@@ -281,7 +300,11 @@ def _coerce(value: Any, key: str, spec: _Key, source: str, *, from_text: bool = 
     TOML values have types of their own, so a quoted number in the file is an error, not a number.
     """
     parsed = value
-    if from_text and isinstance(value, str) and spec.kind is bool:
+    if spec.kind is tuple:  # a TOML array, or comma-separated text ("" or "[]" for none)
+        if from_text and isinstance(value, str):
+            value = [] if value.strip() in ("", "[]") else [item.strip() for item in value.split(",")]
+        parsed = tuple(value) if isinstance(value, list) else value
+    elif from_text and isinstance(value, str) and spec.kind is bool:
         parsed = _BOOLEANS.get(value.strip().lower(), value)
     elif from_text and isinstance(value, str) and spec.kind is not str:
         try:

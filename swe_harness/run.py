@@ -26,7 +26,7 @@ from kcode.agent.loop import Agent
 from kcode.agent.prompt import project_rules, system_prompt
 from kcode.agent.trajectory import TrajectoryWriter
 from kcode.backends.factory import make_backend
-from kcode.commands.agent_setup import budget, compactor
+from kcode.commands.agent_setup import budget, compactor, guarded
 from kcode.config import Settings
 from kcode.messages import system, user
 from swe_harness.dataset import Instance
@@ -125,7 +125,9 @@ def _work(testbed: Testbed, settings: Settings, out_dir: Path, counter: _StepCou
                           shell_env=testbed.variables, sandbox=testbed.sandbox()) as toolset:
         agent = Agent(backend, toolset, emit, conversation=_conversation(testbed.workspace, toolset),
                       budget=_CancellableBudget(budget(settings, max_steps=max_steps), cancellation),
-                      approvals=headless_approvals(True), compactor=compactor(settings, backend, testbed.workspace))
+                      approvals=guarded(headless_approvals(True), settings, testbed.workspace, toolset,
+                                        home=Path(testbed.variables.get("HOME", "/")), on_decision=emit),
+                      compactor=compactor(settings, backend, testbed.workspace))
         shell = toolset.get("bash")
         with cancellation.on_cancel(getattr(shell, "interrupt", lambda: None)):
             return agent.run_turn(user(task_prompt(testbed.instance, testbed.workspace)))

@@ -191,6 +191,11 @@ class BashSession:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def cwd(self) -> str:
+        """Where the next command starts: the directory the last one left the shell in."""
+        return self._cwd
+
     def run(self, command: str, timeout_s: float) -> CommandOutcome:
         """Run `command` in the shell; a command still running after `timeout_s` seconds is killed."""
         if not timeout_s > 0:

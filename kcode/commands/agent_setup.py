@@ -1,12 +1,16 @@
-"""What `chat` and `fix` build alike: the limits, the compactor, the sandbox, the checkpoints and the system
-prompt of an agent."""
+"""What `chat`, `fix` and the harness build alike: the limits, the compactor, the sandbox, the guarded approvals,
+the checkpoints and the system prompt of an agent."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from kcode.agent.approvals import Approvals
 from kcode.agent.context import CompactionSettings, Compactor
 from kcode.agent.conversation import Conversation
+from kcode.agent.events import ApprovalDecided
 from kcode.agent.limits import Budget, Limits
 from kcode.agent.prompt import project_rules, system_prompt
 from kcode.backends.base import Backend
@@ -14,6 +18,7 @@ from kcode.checkpoints.steps import SessionCheckpoints
 from kcode.checkpoints.store import CheckpointStore, store_directory
 from kcode.config import Settings
 from kcode.messages import system
+from tools.bash import BashTool
 from tools.sandbox import Sandbox, SandboxPolicy, sandbox_for
 from tools.toolset import Toolset
 
@@ -22,6 +27,16 @@ def budget(settings: Settings, *, max_steps: int | None = None) -> Budget:
     limits = Limits(max_steps=max_steps or settings.max_steps, max_wall_s=settings.time_limit_s,
                     max_tokens=settings.token_limit, max_cost_usd=settings.cost_limit_usd)
     return Budget(limits, settings.profile.pricing)
+
+
+def guarded(approvals: Approvals, settings: Settings, root: Path, toolset: Toolset, *, home: Path,
+            on_decision: Callable[[ApprovalDecided], None] | None) -> Approvals:
+    """`approvals` with the destructive-command guard told what is precious (the workspace, `home`) and where
+    the bash session stands, so `rm -rf build` is judged where it will run; decisions go to `on_decision`."""
+    bash = toolset.get("bash")
+    shell_cwd = (lambda: bash.session.cwd) if isinstance(bash, BashTool) else None
+    return replace(approvals, allow_destructive=settings.allow_destructive, workspace=root, home=home,
+                   shell_cwd=shell_cwd, on_decision=on_decision)
 
 
 def checkpoints(settings: Settings, root: Path, session_id: str) -> SessionCheckpoints:

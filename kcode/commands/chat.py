@@ -20,7 +20,7 @@ from kcode.agent.loop import Agent
 from kcode.backends.factory import backend_notice, make_backend
 from kcode.checkpoints.steps import history_before
 from kcode.checkpoints.store import CheckpointError
-from kcode.commands.agent_setup import budget, checkpoints, compactor, new_conversation, sandbox
+from kcode.commands.agent_setup import budget, checkpoints, compactor, guarded, new_conversation, sandbox
 from kcode.commands.checkpoints import print_checkpoints, restore_report
 from kcode.config import Settings
 from kcode.errors import KcodeError
@@ -70,7 +70,9 @@ class ChatSession:
         backend = make_backend(settings)
         self.recorder: SessionRecorder | None = None
         self.agent = Agent(backend, toolset, self._emit, conversation=new_conversation(options.root, toolset),
-                           budget=budget(settings), approvals=Approvals(options.approval_mode, approver),
+                           budget=budget(settings),
+                           approvals=guarded(Approvals(options.approval_mode, approver), settings, options.root,
+                                             toolset, home=Path.home(), on_decision=self._emit),
                            compactor=compactor(settings, backend, options.root))
         self.recorder = self._open_session(options.resume)
         self.checkpoints = self.agent.checkpoints = checkpoints(settings, options.root, self.recorder.id)

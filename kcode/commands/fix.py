@@ -21,7 +21,7 @@ from kcode.agent.loop import Agent
 from kcode.agent.prompt import fix_prompt
 from kcode.agent.trajectory import TrajectoryWriter
 from kcode.backends.factory import backend_notice, make_backend
-from kcode.commands.agent_setup import budget, checkpoints, compactor, new_conversation, sandbox
+from kcode.commands.agent_setup import budget, checkpoints, compactor, guarded, new_conversation, sandbox
 from kcode.config import Settings
 from kcode.messages import user
 from kcode.ui.headless import JsonEventWriter, ProgressPrinter
@@ -80,9 +80,11 @@ def run_fix(settings: Settings, options: FixOptions, *, stdout: TextIO = sys.std
     with WorkspaceSnapshot.take(options.root) as snapshot, \
             standard_toolset(options.root, settings.tool_settings(), submit=True,
                              hidden_env=settings.secret_variables(), sandbox=shell_box) as toolset:
-        agent = Agent(backend, toolset, _fan_out(sinks), conversation=new_conversation(options.root, toolset),
+        emit = _fan_out(sinks)
+        agent = Agent(backend, toolset, emit, conversation=new_conversation(options.root, toolset),
                       budget=budget(settings, max_steps=options.max_steps),
-                      approvals=headless_approvals(options.allow_commands),
+                      approvals=guarded(headless_approvals(options.allow_commands), settings, options.root, toolset,
+                                        home=Path.home(), on_decision=emit),
                       compactor=compactor(settings, backend, options.root),
                       checkpoints=checkpoints(settings, options.root, f"fix-{datetime.now(UTC):%Y%m%d-%H%M%S}"))
         reason = agent.run_turn(user(fix_prompt(options.task, commands_allowed=options.allow_commands)))

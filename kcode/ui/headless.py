@@ -14,6 +14,8 @@ releases (fields may be added, none removed or retyped):
     {"type": "message", "message": {...}}                          the OpenAI chat form of a new message
     {"type": "compacted", "tokens_before": int, "tokens_after": int, "summary": str, "elided_outputs": int}
     {"type": "retrying", "attempt": int, "max_attempts": int, "delay_s": float, "reason": str}
+    {"type": "approval", "id": str, "name": str, "verdict": "yes" | "no" | "always", "asked": bool,
+     "warning": str | null}                                        warning: what a destructive command would lose
     {"type": "notice", "message": str}
     {"type": "error", "message": str}
     {"type": "turn_ended", "reason": str}
@@ -28,6 +30,7 @@ from typing import Any, TextIO
 
 from kcode.agent.events import (
     AgentError,
+    ApprovalDecided,
     AssistantDelta,
     Compacted,
     CompletionRetrying,
@@ -169,6 +172,9 @@ def event_record(event: object) -> dict[str, Any] | None:
     if isinstance(event, CompletionRetrying):
         return {"type": "retrying", "attempt": event.attempt, "max_attempts": event.max_attempts,
                 "delay_s": event.delay_s, "reason": event.reason}
+    if isinstance(event, ApprovalDecided):
+        return {"type": "approval", "id": event.call_id, "name": event.tool, "verdict": event.verdict,
+                "asked": event.asked, "warning": event.warning}
     if isinstance(event, Notice):
         return {"type": "notice", "message": event.message}
     if isinstance(event, AgentError):

@@ -251,11 +251,20 @@ def test_a_headless_run_cannot_delete_a_directory_outside_the_workspace(
     decoy = Path(tempfile.mkdtemp(prefix="kcode-decoy-", dir="/var/tmp"))  # outside the sandbox's private /tmp
     try:
         (decoy / "work.txt").write_text("uncommitted work\n")
-        openai_server.add(Reply(tool_calls=(ScriptedCall("bash", json.dumps({"command": f"rm -rf {decoy}"})),)),
-                          Reply(tool_calls=(SUBMIT,)))
-        done = _kcode(["fix", str(repo), "--task", "clean up", "--yes"], openai_server, tmp_path)
-        shown = openai_server.chat_requests[1].body["messages"][-1]["content"]
-        if "bubblewrap (bwrap) is not installed" in done.stderr:
+        delete = Reply(tool_calls=(ScriptedCall("bash", json.dumps({"command": f"rm -rf {decoy}"})),))
+        openai_server.add(delete, Reply(tool_calls=(SUBMIT,)))
+        guarded = _kcode(["fix", str(repo), "--task", "clean up", "--yes", "--json"], openai_server, tmp_path)
+        refusal = openai_server.chat_requests[1].body["messages"][-1]["content"]
+        assert f"deletes {decoy}" in refusal and "--allow-destructive" in refusal
+        [approval] = [e for e in map(json.loads, guarded.stdout.splitlines()) if e["type"] == "approval"]
+        assert approval["verdict"] == "no" and not approval["asked"] and f"deletes {decoy}" in approval["warning"]
+        assert (decoy / "work.txt").read_text() == "uncommitted work\n"
+
+        openai_server.add(delete, Reply(tool_calls=(SUBMIT,)))  # allowed past the guard, the sandbox still holds
+        done = _kcode(["fix", str(repo), "--task", "clean up", "--yes", "--allow-destructive"], openai_server,
+                      tmp_path)
+        shown = openai_server.chat_requests[3].body["messages"][-1]["content"]
+        if "No sandbox" in done.stderr:
             pytest.skip("no sandbox on this machine")
         assert (decoy / "work.txt").read_text() == "uncommitted work\n"
         assert "Read-only file system" in shown
