@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from tools.base import ToolResult
@@ -26,14 +29,18 @@ class BashTool:
 
     def __init__(self, workspace: Workspace, settings: ToolSettings, clamp: OutputClamp, *,
                  env: Mapping[str, str] | None = None, clock: Callable[[], float] = time.monotonic,
-                 max_output_bytes: int = 1 << 30, launcher: Sequence[str] = (), rules: str = "") -> None:
+                 max_output_bytes: int = 1 << 30, launcher: Sequence[str] = (), rules: str = "",
+                 denial: Callable[[str], str | None] | None = None) -> None:
         self.settings = settings
+        self.root = workspace.root
+        self._denial = denial
         stem = f"bash-{secrets.token_hex(3)}"  # unique per session, in case two clamps share a spill directory
-        self.session = BashSession(workspace.root, new_output_path=lambda: clamp.new_spill_path(stem),
-                                   env=env, clock=clock, max_output_bytes=max_output_bytes, launcher=launcher,
-                                   # a launcher may confine what the shell sees: keep the session's scripts
-                                   # beside the outputs, which it must see anyway
-                                   state_root=clamp.spill_dir if launcher else None)
+        self._new_session = functools.partial(BashSession, new_output_path=lambda: clamp.new_spill_path(stem),
+                                              env=env, clock=clock, max_output_bytes=max_output_bytes)
+        # a launcher may confine what the shell sees: keep the session's scripts beside the outputs, which it
+        # must see anyway
+        self.session = self._new_session(workspace.root, launcher=launcher,
+                                         state_root=clamp.spill_dir if launcher else None)
         reserve = min(_STATUS_ROOM_CHARS, clamp.settings.max_output_chars // 2)
         self._clamp = OutputClamp(clamp.settings, clamp.spill_dir, reserve_chars=reserve)
         default_s, max_s = _seconds(settings.bash_timeout_s), _seconds(settings.max_bash_timeout_s)
@@ -66,13 +73,29 @@ class BashTool:
         self.close()
 
     def run(self, arguments: Mapping[str, Any]) -> ToolResult:
+        """Run the command in the session's shell; a failure that looks like the sandbox's doing is marked
+        (`sandbox_blocked` in the data), so the user can be offered a run outside it."""
+        result = self._run_in(self.session, arguments)
+        blocked = self._denial(result.output) if self._denial is not None and result.data["exit_code"] else None
+        return replace(result, data={**result.data, "sandbox_blocked": blocked}) if blocked else result
+
+    def run_unsandboxed(self, arguments: Mapping[str, Any]) -> ToolResult:
+        """Run the command once outside the sandbox, because the user said so, in a fresh unconfined shell
+        started where the session's shell stands (its variables and functions are not carried over)."""
+        cwd = Path(self.session.cwd) if Path(self.session.cwd).is_dir() else self.root  # its /tmp is private
+        with self._new_session(cwd) as shell:
+            result = self._run_in(shell, arguments)
+        return replace(result, output=f"{result.output}\n[run again outside the sandbox, as the user allowed, in a "
+                                      "fresh shell; later commands are sandboxed again]")
+
+    def _run_in(self, session: BashSession, arguments: Mapping[str, Any]) -> ToolResult:
         command = arguments["command"]
         if not command.strip():
             raise ToolError("The command is empty; pass the bash command to run.")
         timeout_s, capped = self._timeout_s(arguments.get("timeout"))
-        outcome = self.session.run(command, timeout_s)
+        outcome = session.run(command, timeout_s)
         body, kept = self._read_output(outcome)
-        status = _status_line(outcome, timeout_s, capped=capped, max_output_bytes=self.session.max_output_bytes,
+        status = _status_line(outcome, timeout_s, capped=capped, max_output_bytes=session.max_output_bytes,
                               max_timeout_s=self.settings.max_bash_timeout_s)
         if outcome.forged_records:
             status = "\n".join(filter(None, [status, _forgery_note(outcome.forged_records)]))

@@ -32,6 +32,9 @@ CREDENTIAL_PATHS = (".ssh", ".aws", ".azure", ".gnupg", ".docker", ".kube", ".ne
 """Under the home directory: keys, tokens and kcode's own configuration and sessions, never shown to a command."""
 _ENTER = Path(__file__).with_name("enter_namespace.py")
 _PRIVATE_TMP = Path("/tmp")
+_NETWORK_FAILURES = ("Network is unreachable", "Temporary failure in name resolution", "Could not resolve host",
+                     "Name or service not known", "No address associated with hostname")
+"""How a connection attempt fails in a network namespace with only a loopback (curl, pip, git, Python, Node)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,17 @@ class Sandbox:
     @property
     def launcher(self) -> tuple[str, ...]:
         return self.launcher_for()
+
+    def denial(self, output: str) -> str | None:
+        """What the sandbox most likely refused a command that failed with `output`, in words for the user
+        deciding whether to run it outside; None when nothing in the output points at the sandbox."""
+        if self.policy is None:
+            return None
+        if "Read-only file system" in output:
+            return "a write outside the workspace"
+        if not self.policy.allow_network and any(sign in output for sign in _NETWORK_FAILURES):
+            return "network access"
+        return None
 
     def launcher_for(self, *scratch: Path) -> tuple[str, ...]:
         """The argv prefix that runs a command in the sandbox, with `scratch` (where the session keeps its

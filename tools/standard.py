@@ -43,7 +43,8 @@ def standard_toolset(root: Path, settings: ToolSettings | None = None, *, submit
         tools: list[Tool] = [
             BashTool(workspace, settings, clamp, env=env,
                      launcher=sandbox.launcher_for(clamp.spill_dir) if sandbox is not None else shell_launcher,
-                     rules=sandbox.rules if sandbox is not None else ""),
+                     rules=sandbox.rules if sandbox is not None else "",
+                     denial=sandbox.denial if sandbox is not None and sandbox.active else None),
             EditorTool(workspace, settings),
             SearchTextTool(workspace, settings),
             FindFilesTool(workspace, settings),

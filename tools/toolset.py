@@ -58,12 +58,15 @@ class Toolset:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def dispatch(self, name: str, arguments: str | Mapping[str, Any]) -> ToolResult:
-        """Run the named tool on raw (JSON text) or parsed arguments; the result is always clamped."""
-        result = self._run(name, arguments)
+    def dispatch(self, name: str, arguments: str | Mapping[str, Any], *, unsandboxed: bool = False) -> ToolResult:
+        """Run the named tool on raw (JSON text) or parsed arguments; the result is always clamped.
+
+        `unsandboxed` runs it outside the sandbox (the user agreed to that one call), where the tool can.
+        """
+        result = self._run(name, arguments, unsandboxed)
         return replace(result, output=self.clamp.text(result.output))
 
-    def _run(self, name: str, arguments: str | Mapping[str, Any]) -> ToolResult:
+    def _run(self, name: str, arguments: str | Mapping[str, Any], unsandboxed: bool) -> ToolResult:
         tool = self._tools.get(name)
         if tool is None:
             return ToolResult.error(f"There is no tool named {name!r}. Available tools: {', '.join(self._tools)}.")
@@ -73,8 +76,11 @@ class Toolset:
         problems = argument_problems(parsed, tool.parameters)
         if problems:
             return ToolResult.error(f"Invalid arguments for {name}: " + "; ".join(problems) + ".")
+        run = getattr(tool, "run_unsandboxed", None) if unsandboxed else tool.run
+        if run is None:
+            return ToolResult.error(f"{name} cannot run outside the sandbox.")
         try:
-            return tool.run(parsed)
+            return run(parsed)
         except ToolError as exc:
             return ToolResult.error(str(exc))
         except Exception as exc:  # a bug in a tool must not end the agent's run

@@ -17,6 +17,10 @@ The destructive-command guard (`destructive`) runs on every bash call in every m
 `auto-edit` the user is asked every time, "always" or not, with a warning naming what would be lost
 (and "always" then counts as one yes); in `yolo` such a command is refused unless destructive commands
 were allowed. Every decision about an edit or a command is reported through `on_decision`.
+
+When the sandbox stops a command the user may want (a download, an install outside the workspace), the
+loop asks `leave_sandbox` whether to run it once more outside; only a person can agree, so headless runs
+stay in unless started with `--sandbox off`.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class ApprovalRequest:
     arguments: Mapping[str, Any]
     always_scope: str
     warning: str | None = None
+    outside_sandbox: str | None = None
+    """Set when the question is whether to run the call again outside the sandbox: what the sandbox blocked."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,19 @@ class Approvals:
         if verdict == "no":
             return ToolResult.error(decision.message or Decision.no().message, declined=True)
         return None
+
+    def leave_sandbox(self, call: ToolCall, blocked: str) -> bool:
+        """Whether the user lets `call`, which the sandbox stopped (`blocked` says at what), run once more
+        outside it. Only a person can say yes: with no approver, or one that refuses commands (a run nobody
+        watches), the call stays sandboxed. Never remembered: the next blocked command asks again."""
+        arguments = call.parsed_arguments()
+        if self.approver is None or arguments is None:
+            return False
+        decision = self.approver.decide(ApprovalRequest(call, "command", arguments, "", outside_sandbox=blocked))
+        allowed = decision.verdict != "no"
+        self._record(call, "yes" if allowed else "no", asked=True, warning=None,
+                     scope="this call, once, outside the sandbox" if allowed else None)
+        return allowed
 
     def _warning(self, name: str, arguments: Mapping[str, Any], cwd: str | None) -> str | None:
         command = arguments.get("command")

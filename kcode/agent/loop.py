@@ -145,6 +145,9 @@ class Agent:
             if note is not None:
                 self.emit(Notice(note))
         result = refusal or self.toolset.dispatch(call.name, call.arguments)
+        blocked = result.data.get("sandbox_blocked")
+        if blocked and self.approvals.leave_sandbox(call, blocked):
+            result = self.toolset.dispatch(call.name, call.arguments, unsandboxed=True)
         if repeats >= self.settings.nudge_repeats:
             result = replace(result, output=f"{result.output}\n\n[You have made this exact call {repeats} times "
                                             "in a row; its result will not change. Try something different.]")

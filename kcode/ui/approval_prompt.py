@@ -1,7 +1,8 @@
 """The chat's approval question: show the command or the edit, then ask yes, always, no, or no with feedback.
 
 A command the destructive-command guard flagged opens with its warning in red ("⚠ This command deletes
-…") and is not offered "always": such a command is asked about every time.
+…") and is not offered "always": such a command is asked about every time. So is the question whether to
+run a command the sandbox stopped once more outside it.
 
 `TerminalApprover` implements `kcode.agent.approvals.Approver`. It reads answers through an injected
 `ask(prompt) -> str` (by default the console's own line input, which works in any terminal), so a test
@@ -49,7 +50,8 @@ class TerminalApprover:
         with self.suspend():
             self.console.print()
             self.console.print(self._panel(request))
-            self.console.print(_choices(visible(request.always_scope), warned=request.warning is not None))
+            self.console.print(_choices(visible(request.always_scope),
+                                        once=request.warning is not None or request.outside_sandbox is not None))
             try:
                 return self._read_answer()
             except EOFError:
@@ -82,6 +84,10 @@ class TerminalApprover:
             title = f"Apply this {visible(request.call.name)} edit?"
         if request.warning is not None:
             body = Group(Text("⚠ " + visible(request.warning), style="bold red"), body)
+        if request.outside_sandbox is not None:
+            title = "Run it again outside the sandbox?"
+            body = Group(Text(f"The sandbox stopped {visible(request.outside_sandbox)}. Outside it, this command can "
+                              "change any file you can and reach the network.", style="bold yellow"), body)
         return Panel(body, title=Text(title, style="bold"), title_align="left",
                      border_style="red" if request.warning is not None else "yellow", padding=(0, 1))
 
@@ -100,10 +106,10 @@ class TerminalApprover:
         return self.console.input(Text(prompt, style="bold"))
 
 
-def _choices(always_scope: str, *, warned: bool) -> Text:
-    rows = [("y", "yes, this once" if warned else "yes"), ("a", f"yes, and allow {always_scope}"), ("n", "no"),
+def _choices(always_scope: str, *, once: bool) -> Text:
+    rows = [("y", "yes, this once" if once else "yes"), ("a", f"yes, and allow {always_scope}"), ("n", "no"),
             ("f", "no, and tell kcode what to do instead")]
-    if warned:
+    if once:  # a destructive command, or leaving the sandbox: asked about every time
         del rows[1]
     text = Text()
     for index, (key, meaning) in enumerate(rows):

@@ -241,6 +241,19 @@ def test_a_destructive_command_opens_with_its_warning_and_is_not_offered_always(
     assert not any(line.startswith("  a  ") for line in lines)
 
 
+def test_leaving_the_sandbox_says_what_it_stopped_and_what_the_command_could_do_outside() -> None:
+    console = plain_console()
+    request = ApprovalRequest(ToolCall("c1", "bash", "{}"), "command", {"command": "pip install rich"}, "",
+                              outside_sandbox="network access")
+    assert TerminalApprover(console, ask=Script("n")).decide(request).verdict == "no"
+    lines = output(console).splitlines()
+    assert "Run it again outside the sandbox?" in lines[1]
+    text = " ".join(line.strip("│ ") for line in lines)
+    assert "The sandbox stopped network access. Outside it, this command can change any file you can" in text
+    assert "$ pip install rich" in text and "  y  yes, this once" in lines
+    assert not any(line.startswith("  a  ") for line in lines)
+
+
 def test_the_warning_is_red_in_a_colour_terminal() -> None:
     console = Console(file=io.StringIO(), width=100, force_terminal=True, color_system="standard")
     request = ApprovalRequest(ToolCall("c1", "bash", "{}"), "command", {"command": "git reset --hard"}, "scope",
