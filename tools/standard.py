@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from tools.base import Tool
@@ -20,14 +20,12 @@ from tools.workspace import Workspace
 
 def standard_toolset(root: Path, settings: ToolSettings | None = None, *, submit: bool = False,
                      spill_dir: Path | None = None, hidden_env: Iterable[str] = (),
-                     shell_env: Mapping[str, str] | None = None, shell_launcher: Sequence[str] = (),
-                     sandbox: Sandbox | None = None) -> Toolset:
+                     shell_env: Mapping[str, str] | None = None, sandbox: Sandbox | None = None) -> Toolset:
     """Tools confined to `root`; outputs cut by the clamp are saved in `spill_dir`, which the editor may view.
 
     The bash session gets `shell_env` (default: this process's environment) less the variables named in
-    `hidden_env` (API keys: the model must not read them); it is confined by `sandbox`, or started through a
-    plain `shell_launcher` prefix (the SWE-bench harness's namespaces). Without `spill_dir` the clamp makes a
-    temporary one.
+    `hidden_env` (API keys: the model must not read them); it is confined by `sandbox` (unconfined without
+    one). Without `spill_dir` the clamp makes a temporary one.
     Close the toolset (or use it in `with`) to end its bash session and remove a temporary spill directory.
     """
     if isinstance(hidden_env, str):
@@ -42,7 +40,7 @@ def standard_toolset(root: Path, settings: ToolSettings | None = None, *, submit
                               allow_outside=settings.allow_outside_workspace)
         tools: list[Tool] = [
             BashTool(workspace, settings, clamp, env=env,
-                     launcher=sandbox.launcher_for(clamp.spill_dir) if sandbox is not None else shell_launcher,
+                     launcher=sandbox.launcher_for(clamp.spill_dir) if sandbox is not None else (),
                      rules=sandbox.rules if sandbox is not None else "",
                      denial=sandbox.denial if sandbox is not None and sandbox.active else None),
             EditorTool(workspace, settings),
