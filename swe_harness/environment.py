@@ -344,6 +344,15 @@ def activate(environment: Environment, workspace: Path, scratch: Path, *, log: P
     return variables
 
 
+def interpreter_home(venv: Path) -> Path:
+    """The installation of the interpreter `venv` was made from (pyvenv.cfg's `home` is its bin directory)."""
+    for line in (venv / "pyvenv.cfg").read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "home":
+            return Path(value.strip()).parent
+    raise HarnessError(f"{venv / 'pyvenv.cfg'} does not say which interpreter the venv uses")
+
+
 def _clone(source: Path, dest: Path, *, env: Mapping[str, str], log: Path) -> None:
     """Copy the venv at `source` to `dest` (timestamps kept, so its bytecode stays valid) and point it at `dest`."""
     _run(["cp", "-a", "--reflink=auto", "--", str(source), str(dest)], cwd=dest.parent, env=env, log=log)

@@ -50,10 +50,15 @@ def with_network(prefix: Sequence[str]) -> tuple[str, ...]:
     return (prefix[0], prefix[1].replace("n", ""), *prefix[2:])
 
 
-def isolated(prefix: Sequence[str], *, hide: Iterable[Path] = (), keep: Iterable[Path] = ()) -> tuple[str, ...]:
+def isolated(prefix: Sequence[str], *, hide: Iterable[Path] = (), keep: Iterable[Path] = (),
+             writable: Iterable[Path] | None = None, private: Iterable[Path] = ()) -> tuple[str, ...]:
     """`prefix` (from `no_network_prefix`) that also covers the `hide` directories with empty ones, except for
-    the `keep` directories inside them; the command follows."""
-    marks = [*(f"hide:{path}" for path in hide), *(f"keep:{path}" for path in keep)]
+    the `keep` directories inside them; the command follows. With `writable` everything else is read-only, and
+    `private` directories are fresh, empty and writable (a private /tmp, a home of its own)."""
+    marks = [*(f"hide:{path}" for path in hide), *(f"tmpfs:{path}" for path in private),
+             *(f"keep:{path}" for path in keep)]
+    if writable is not None:
+        marks += ["ro", *(f"rw:{path}" for path in writable)]
     return (*prefix, *marks, "--") if marks else tuple(prefix)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swe_harness.dataset import Instance
-from swe_harness.environment import INTERPRETER_VARIABLES, Environment, activate, ensure_environment
+from swe_harness.environment import INTERPRETER_VARIABLES, Environment, activate, ensure_environment, interpreter_home
 from swe_harness.environment_specs import EnvironmentSpec, environment_spec
 from swe_harness.errors import HarnessError, InstanceError
 from swe_harness.network import isolated
@@ -72,8 +72,13 @@ class Testbed:
     """Seconds spent making the testbed, the environment's build included."""
 
     def launcher(self, network_prefix: Sequence[str]) -> tuple[str, ...]:
-        """The argv prefix for the tests: no network, and only this testbed visible of everything in `hidden`."""
-        return isolated(network_prefix, hide=self.hidden, keep=[self.scratch])
+        """The argv prefix for the tests, which run code the model wrote: nothing but the testbed writable, only
+        this testbed visible of everything in `hidden`, and an empty home and /tmp of their own (the home is
+        the user's, with their credentials; the tests get what SWE-bench's fresh container gives them). The
+        environment's interpreter stays visible where it lives, in the home too for pyenv's."""
+        home = self.variables.get("HOME")
+        return isolated(network_prefix, hide=self.hidden, keep=[interpreter_home(self.scratch / "venv")],
+                        writable=[self.scratch], private=[Path("/tmp"), *([Path(home)] if home else [])])
 
     def sandbox(self) -> Sandbox:
         """The agent's shell's sandbox, as `kcode fix` has it: only the testbed writable, no network, the

@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import re
 import signal
 import socket
 import struct
@@ -56,12 +57,14 @@ def main(argv: list[str]) -> None:
         elif kind in ("keep", "rw"):
             os.makedirs(path, exist_ok=True)  # a mount point inside a hidden directory's tmpfs
     if read_only:
-        _remount_read_only(skip={path for kind, path in marks if kind == "tmpfs"})
+        _remount_read_only(writable={path for kind, path in marks if kind == "tmpfs"},
+                           covered={path for kind, path in marks if kind in ("tmpfs", "hide")})
     for path, handle in handles.items():
         _mount(f"/proc/self/fd/{handle}", path, None, _MS_BIND | _MS_REC)
         os.close(handle)
-        if read_only and ("rw", path) in marks:  # a bind copies the read-only flag of where it came from
-            _mount("", path, None, _MS_REMOUNT | _MS_BIND | _kept_flags(path))
+        if read_only:  # a bind copies the flags of where it came from, which may lie under a covered directory
+            writable = 0 if ("rw", path) in marks else _MS_RDONLY
+            _mount("", path, None, _MS_REMOUNT | _MS_BIND | writable | _kept_flags(path))
     with contextlib.suppress(OSError):  # the working directory still names the mount beneath the new ones
         os.chdir(os.getcwd())
     if os.getpid() == 1:
@@ -93,12 +96,14 @@ def _loopback_up() -> None:
             fcntl.ioctl(probe, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", _IFF_UP | _IFF_LOOPBACK | _IFF_RUNNING))
 
 
-def _remount_read_only(skip: set[str]) -> None:
-    """Every mount this namespace sees, read-only; a mount that cannot be made so stops the sandbox."""
+def _remount_read_only(writable: set[str], covered: set[str]) -> None:
+    """Every mount this namespace sees, read-only, except the `writable` ones and what lies under the `covered`
+    directories (just hidden by a tmpfs, out of reach); a mount that cannot be made so stops the sandbox."""
     with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
         targets = [_unescape(line.split()[4]) for line in mountinfo]
     for target in dict.fromkeys(targets):
-        if target in skip or any(target == view or target.startswith(view + "/") for view in _KERNEL_VIEWS):
+        if target in writable or any(_inside(target, view) for view in _KERNEL_VIEWS) \
+                or any(_inside(target, cover) and target != cover for cover in covered):
             continue
         try:
             flags = _kept_flags(target)
@@ -109,14 +114,19 @@ def _remount_read_only(skip: set[str]) -> None:
         _mount("", target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags)
 
 
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
 def _kept_flags(path: str) -> int:
     have = os.statvfs(path).f_flag
     return sum(mount_flag for statvfs_flag, mount_flag in _KEPT_FLAGS if have & statvfs_flag)
 
 
 def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash in paths as octal escapes."""
-    return field.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", errors="surrogateescape")
+    """mountinfo writes space, tab, newline and backslash in paths as octal escapes. (No codec: a lazily imported
+    one may live in a directory just hidden, such as pyenv's Python under a home covered with a tmpfs.)"""
+    return re.sub(r"\\([0-7]{3})", lambda escape: chr(int(escape.group(1), 8)), field)
 
 
 def _init(command: list[str]) -> int:

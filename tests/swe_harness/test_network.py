@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,6 +135,31 @@ def test_hidden_directories_are_empty_inside_kept_ones_show_through_and_the_host
     assert sorted(p.name for p in scratch.iterdir()) == ["mine", "theirs"]
     assert (scratch / "mine" / "new").read_text() == "written\n"  # the kept testbed is the real one
     assert isolated(prefix) == prefix
+
+
+def test_tests_write_only_their_testbed_and_a_home_and_tmp_of_their_own() -> None:
+    """As the grader runs a model's patch: read-only everywhere but the testbed, the user's home replaced by
+    an empty writable one, a kept directory (the interpreter) showing through it read-only."""
+    prefix = _prefix()
+    root = Path(tempfile.mkdtemp(prefix="kcode-isolated-", dir="/var/tmp"))  # /tmp is made private below
+    try:
+        home, outside, testbed = root / "home", root / "outside", root / "testbed"
+        for directory in (home / ".ssh", home / "python", outside, testbed):
+            directory.mkdir(parents=True)
+        (home / ".ssh" / "id_rsa").write_text("KEY\n")
+        (home / "python" / "bin").write_text("interpreter\n")
+        script = (f"ls -A {home}; cat {home}/python/bin; echo mine > {home}/new && echo home-ok; "
+                  f"echo x > {outside}/x || echo outside-refused; echo t > /tmp/t && echo tmp-ok; "
+                  f"echo y > {home}/python/y || echo kept-refused; echo w > {testbed}/w && echo testbed-ok")
+        launcher = isolated(prefix, keep=[home / "python"], writable=[testbed], private=[Path("/tmp"), home])
+        inside = subprocess.run([*launcher, "sh", "-c", script], capture_output=True, text=True, timeout=30)
+        assert inside.stdout.split() == ["python", "interpreter", "home-ok", "outside-refused", "tmp-ok",
+                                         "kept-refused", "testbed-ok"], inside.stderr
+        assert inside.stderr.count("Read-only file system") == 2
+        assert sorted(p.name for p in home.iterdir()) == [".ssh", "python"] and not (outside / "x").exists()
+        assert (testbed / "w").read_text() == "w\n"
+    finally:
+        shutil.rmtree(root)
 
 
 def test_with_network_keeps_the_host_network_but_still_hides(tmp_path: Path, server: int) -> None:
