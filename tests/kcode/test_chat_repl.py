@@ -6,6 +6,7 @@ leave with Ctrl-D, then resume the session and find the earlier conversation sen
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -18,12 +19,13 @@ import pytest
 from tests.kcode.openai_server import Reply, ScriptedCall, ScriptedServer
 
 ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "sk-kcode-chat-test-7f3a9c"
 CURSOR_QUERY = "\x1b[6n"  # prompt_toolkit asks where the cursor is; a terminal answers
 
 
 def _spawn(args: list[str], server: ScriptedServer, home: Path) -> pexpect.spawn:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KCODE_", "OPENAI_", "MOONSHOT_", "XDG_"))}
-    env.update(HOME=str(home), KCODE_BASE_URL=server.base_url, KCODE_API_KEY="k", KCODE_MODEL="scripted-model",
+    env.update(HOME=str(home), KCODE_BASE_URL=server.base_url, KCODE_API_KEY=API_KEY, KCODE_MODEL="scripted-model",
                TERM="xterm-256color", COLUMNS="100", LINES="30")
     return pexpect.spawn(sys.executable, ["-m", "kcode", "chat", *args], cwd=str(ROOT), env=env,
                          dimensions=(30, 100), encoding="utf-8", timeout=30)
@@ -54,12 +56,13 @@ def test_chat_streams_asks_cancels_continues_and_resumes(repo: Path, tmp_path: P
     marker = repo / "approved.txt"
     openai_server.add(
         Reply(text="Hi! I can **help** with this repo.", chunk_chars=2, chunk_delay_s=0.01),
-        Reply(tool_calls=(ScriptedCall("bash", json.dumps({"command": f"echo ran > {marker}; echo tool-ok"})),)),
+        Reply(tool_calls=(ScriptedCall("bash", json.dumps({"command": f"echo ran > {marker}; env; echo tool-ok"})),)),
         Reply(text="The command ran."),
         Reply(tool_calls=(ScriptedCall("bash", json.dumps({"command": "sleep 60"})),)),
         Reply(text="Continuing after the interruption."),
     )
     child = _spawn([str(repo)], openai_server, tmp_path)
+    child.logfile_read = screen = io.StringIO()
     _say(child, "hello")
     _expect(child, "with this repo.")
 
@@ -105,6 +108,12 @@ def test_chat_streams_asks_cancels_continues_and_resumes(repo: Path, tmp_path: P
     resumed.expect(pexpect.EOF)
     resumed.close()
     assert resumed.exitstatus == 0
+
+    shown_to_model = json.dumps([request.body for request in openai_server.chat_requests])
+    assert "tool-ok" in shown_to_model and API_KEY not in shown_to_model and API_KEY not in screen.getvalue()
+    kept = [path for path in (tmp_path / ".local" / "share" / "kcode").rglob("*") if path.is_file()]
+    assert any(path.suffix == ".jsonl" for path in kept)  # the session, among others
+    assert not [path for path in kept if API_KEY.encode() in path.read_bytes()]
 
 
 def test_declining_with_feedback_tells_the_model(repo: Path, tmp_path: Path, openai_server: ScriptedServer) -> None:
