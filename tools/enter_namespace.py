@@ -47,6 +47,7 @@ _MARKS = ("hide", "tmpfs", "blank", "keep", "rw")
 
 def main(argv: list[str]) -> None:
     marks, read_only, command = _parse(argv)
+    program = _find(command[0])  # now: this Python's own lazily imported modules may be about to be hidden
     _loopback_up()
     handles = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for kind, path in marks if kind in ("keep", "rw")}
     for kind, path in sorted(marks, key=lambda mark: mark[1].count("/")):
@@ -68,8 +69,19 @@ def main(argv: list[str]) -> None:
     with contextlib.suppress(OSError):  # the working directory still names the mount beneath the new ones
         os.chdir(os.getcwd())
     if os.getpid() == 1:
-        sys.exit(_init(command))
-    os.execvp(command[0], command)
+        sys.exit(_init(program, command))
+    os.execv(program, command)
+
+
+def _find(name: str) -> str:
+    """`name` as exec would find it on PATH (without `os.execvp`, which imports a module when it runs)."""
+    if "/" in name:
+        return name
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return name
 
 
 def _parse(argv: list[str]) -> tuple[list[tuple[str, str]], bool, list[str]]:
@@ -129,13 +141,13 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda escape: chr(int(escape.group(1), 8)), field)
 
 
-def _init(command: list[str]) -> int:
+def _init(program: str, command: list[str]) -> int:
     """Be the PID namespace's init: run the command as a child, reap every orphan, exit as the command did."""
     child = os.fork()
     if child == 0:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
-        os.execvp(command[0], command)
+        os.execv(program, command)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)  # the process-group kill reaches the child; init outlives it
     while True:

@@ -162,6 +162,14 @@ def test_tests_write_only_their_testbed_and_a_home_and_tmp_of_their_own() -> Non
         shutil.rmtree(root)
 
 
+def test_the_command_starts_even_when_the_launching_python_s_own_library_is_hidden() -> None:
+    """pyenv's Python lives in the home the grader hides: nothing may be imported once the mounts are made."""
+    library = Path(os.__file__).parent
+    inside = subprocess.run([*isolated(_prefix(), hide=[library]), "sh", "-c", f"ls -A {library} | wc -l"],
+                            capture_output=True, text=True, timeout=30)
+    assert inside.returncode == 0 and inside.stdout.split() == ["0"], inside.stderr
+
+
 def test_with_network_keeps_the_host_network_but_still_hides(tmp_path: Path, server: int) -> None:
     prefix = _prefix()
     online = with_network(prefix)
