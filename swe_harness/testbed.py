@@ -9,6 +9,7 @@ holds the agent's changes only. Everything lives in one scratch directory, remov
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -75,10 +76,12 @@ class Testbed:
         """The argv prefix for the tests, which run code the model wrote: nothing but the testbed writable, only
         this testbed visible of everything in `hidden`, and an empty home and /tmp of their own (the home is
         the user's, with their credentials; the tests get what SWE-bench's fresh container gives them). The
-        environment's interpreter stays visible where it lives, in the home too for pyenv's."""
+        environment's interpreter stays visible where it lives, in the home too for pyenv's, and so does kcode's
+        own (the install step launches the tests' namespace with it)."""
         home = self.variables.get("HOME")
-        return isolated(network_prefix, hide=self.hidden, keep=[interpreter_home(self.scratch / "venv")],
-                        writable=[self.scratch], private=[Path("/tmp"), *([Path(home)] if home else [])])
+        interpreters = [interpreter_home(self.scratch / "venv"), Path(sys.base_prefix).resolve()]
+        return isolated(network_prefix, hide=self.hidden, keep=interpreters, writable=[self.scratch],
+                        private=[Path("/tmp"), *([Path(home)] if home else [])])
 
     def sandbox(self) -> Sandbox:
         """The agent's shell's sandbox, as `kcode fix` has it: only the testbed writable, no network, the
