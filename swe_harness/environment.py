@@ -104,6 +104,8 @@ def ensure_environment(spec: EnvironmentSpec, mirror: Path, setup_commit: str, c
 
     `mirror` is a git directory (bare, maybe partial); it is only read. Build output is appended to `log`
     (and kept as build.log beside the venv). `environ` is the environment commands run in (default: ours).
+    A build that failed is not tried again by this process (the other instances that need it get the same
+    error at once); the next command tries again, in case the machine was fixed in between.
     """
     environ = os.environ if environ is None else environ
     envs = cache_dir / "envs"
@@ -111,12 +113,23 @@ def ensure_environment(spec: EnvironmentSpec, mirror: Path, setup_commit: str, c
     envs.mkdir(parents=True, exist_ok=True)
     if not (home / _RECORD).exists():
         with _exclusive(envs / f".{home.name}.lock"):
+            if home in _FAILED_BUILDS:
+                _note(log, f"environment {home.name} failed to build earlier in this run")
+                raise _FAILED_BUILDS[home]
             if not (home / _RECORD).exists():
-                return _build(spec, mirror, setup_commit, home, log=log, environ=environ)
+                try:
+                    return _build(spec, mirror, setup_commit, home, log=log, environ=environ)
+                except HarnessError as exc:
+                    _FAILED_BUILDS[home] = exc
+                    raise
     record = json.loads((home / _RECORD).read_text())
     _note(log, f"using environment {home} (built {record['built']} in {record['build_s']} s)")
     return Environment(path=home / "venv", python_version=record["python_version"],
                        requested_python=record["requested_python"], spec=spec, build_s=0.0)
+
+
+_FAILED_BUILDS: dict[Path, HarnessError] = {}
+"""Builds that failed in this process, by environment directory; written and read under its build lock."""
 
 
 def _build_key(spec: EnvironmentSpec, setup_commit: str) -> str:

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -229,6 +230,11 @@ def test_a_failing_build_raises_with_the_log_and_leaves_nothing(tmp_path: Path) 
     assert str(log) in str(caught.value)
     assert "pip install --no-build-isolation ." in str(caught.value).splitlines()[0]
     assert [p.name for p in (tmp_path / "cache" / "envs").iterdir() if not p.name.endswith(".lock")] == []
+    started = time.monotonic()  # the next instance that needs it gets the same error at once, with no rebuild
+    with pytest.raises(EnvironmentBuildError, match="broken on purpose"):
+        ensure_environment(_spec(), broken / ".git", _git(broken, "rev-parse", "HEAD"), tmp_path / "cache", log=log,
+                           environ=_OFFLINE)
+    assert time.monotonic() - started < 1 and log.read_text().endswith("failed to build earlier in this run\n")
 
 
 def test_the_shared_venv_holds_nothing_of_the_repository(built: tuple[list[Environment], Path, Path]) -> None:
