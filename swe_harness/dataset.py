@@ -2,7 +2,9 @@
 
 Every column is kept (the official grader reads `eval_script`, `log_parser`, `eval_type` and `image` from the
 row in SWE-bench 5.x data); the ones every stage needs are checked on load, so a broken row is an error
-naming its instance before any money is spent on a model.
+naming its instance before any money is spent on a model. A row written by hand needs only REQUIRED_FIELDS:
+without `test_patch` the tests named are already in the repository, without `patch` there is no gold patch to
+check the environment with, and without `version` the repository's spec must hold for every version.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from typing import Any
 
 from swe_harness.errors import HarnessError
 
-REQUIRED_FIELDS = ("instance_id", "repo", "base_commit", "patch", "test_patch", "problem_statement", "version",
-                   "FAIL_TO_PASS", "PASS_TO_PASS")
+REQUIRED_FIELDS = ("instance_id", "repo", "base_commit", "problem_statement", "FAIL_TO_PASS", "PASS_TO_PASS")
 """What the run and grade stages need of every row; other columns are optional and kept as they are."""
+OPTIONAL_FIELDS = ("patch", "test_patch", "version")
+"""Columns every SWE-bench row has and a hand-written one may leave out: each is then the empty string."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class Instance:
 
     def grading_record(self) -> dict[str, Any]:
         """The row as SWE-bench's `make_test_spec` takes it, with the test lists as JSON lists."""
-        return {**self.row, "FAIL_TO_PASS": list(self.fail_to_pass), "PASS_TO_PASS": list(self.pass_to_pass)}
+        return {**self.row, "version": self.version, "FAIL_TO_PASS": list(self.fail_to_pass),
+                "PASS_TO_PASS": list(self.pass_to_pass)}
 
 
 def load_dataset(path: Path) -> list[Instance]:
@@ -159,11 +163,13 @@ def _instance(row: Mapping[str, Any], index: int, path: Path) -> Instance:
     name = str(row.get("instance_id") or f"row {index + 1}")
     missing = [field for field in REQUIRED_FIELDS if row.get(field) is None]
     if missing:
-        raise HarnessError(f"{path}: instance {name} lacks {', '.join(missing)}")
+        raise HarnessError(f"{path}: instance {name} lacks {', '.join(missing)} (a row needs "
+                           f"{', '.join(REQUIRED_FIELDS)}; {', '.join(OPTIONAL_FIELDS)} may be left out)")
+    optional = {field: "" if row.get(field) is None else str(row[field]) for field in OPTIONAL_FIELDS}
     return Instance(
         instance_id=str(row["instance_id"]), repo=str(row["repo"]), base_commit=str(row["base_commit"]),
-        problem_statement=str(row["problem_statement"]), version=str(row["version"]),
-        gold_patch=str(row["patch"]), test_patch=str(row["test_patch"]),
+        problem_statement=str(row["problem_statement"]), version=optional["version"],
+        gold_patch=optional["patch"], test_patch=optional["test_patch"],
         fail_to_pass=_test_list(row["FAIL_TO_PASS"], "FAIL_TO_PASS", name),
         pass_to_pass=_test_list(row["PASS_TO_PASS"], "PASS_TO_PASS", name), row=dict(row))
 

@@ -4,6 +4,10 @@ swebench 5.x keeps these facts (Python version, pins, requirement files, install
 Dockerfiles outside the package, so they live here, taken from swebench 4.1.0's constants, for psf/requests,
 pallets/flask, pytest-dev/pytest and pylint-dev/pylint. A user's own file in the same TOML shape (`--env-specs`)
 adds repositories or replaces the built-in ones. See the top of specs/python.toml for the shape.
+
+A repository SWE-bench does not know needs the same facts plus how to read its test output: `log_parser` is
+one of SWE-bench's parsers by name or one of ours (`pytest`, `junit`: log_parsers.py), and a table without
+`versions` describes every version of its repository (hand-written instances need not give one).
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from swe_harness.errors import HarnessError
+from swe_harness.log_parsers import check_parser_name
 
 _SPEC_FIELDS = frozenset({"python", "install", "build_tools", "packages", "requirements_files", "pre_install",
-                          "variables", "test_cmd", "log_parser"})
+                          "variables", "test_cmd", "log_parser", "junit_xml"})
+ANY_VERSION = "*"
+"""The version key of a repository table that lists no `versions`: it holds for every version."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,9 @@ class EnvironmentSpec:
     test_cmd: str = "pytest -rA"
     """The test command when a dataset row brings no eval script."""
     log_parser: str = "parse_log_pytest"
-    """A key of swebench.harness.log_parsers.PARSER_REGISTRY."""
+    """A key of swebench.harness.log_parsers.PARSER_REGISTRY, or `pytest` / `junit` (log_parsers.py)."""
+    junit_xml: str = ""
+    """With `log_parser = "junit"`: the file, relative to the workspace, that `test_cmd` writes its JUnit XML to."""
     name: str = "custom"
     """Names the environment's directory, e.g. "psf__requests-1.1"."""
 
@@ -56,10 +65,12 @@ def environment_spec(repo: str, version: str, extra_specs: Path | None = None) -
         specs.update(load_specs(extra_specs))
     if repo not in specs:
         raise HarnessError(f"no environment spec for {repo}; known repositories: {', '.join(sorted(specs))}")
-    if version not in specs[repo]:
-        known = ", ".join(sorted(specs[repo], key=_version_order))
-        raise HarnessError(f"no environment spec for {repo} version {version}; known versions: {known}")
-    return specs[repo][version]
+    if version in specs[repo]:
+        return specs[repo][version]
+    if ANY_VERSION in specs[repo]:
+        return specs[repo][ANY_VERSION]
+    known = ", ".join(sorted(specs[repo], key=_version_order))
+    raise HarnessError(f"no environment spec for {repo} version {version or '(none given)'}; known versions: {known}")
 
 
 def load_specs(path: Path) -> dict[str, dict[str, EnvironmentSpec]]:
@@ -87,7 +98,7 @@ def _parse_specs(text: str, source: str) -> dict[str, dict[str, EnvironmentSpec]
     specs: dict[str, dict[str, EnvironmentSpec]] = {}
     for repo, table in data.items():
         defaults = {key: value for key, value in table.items() if key not in ("versions", "overrides")}
-        fields = {version: dict(defaults) for version in table.get("versions", ())}
+        fields = {version: dict(defaults) for version in table.get("versions", (ANY_VERSION,))}
         for override in table.get("overrides", ()):
             for version in override.get("versions", ()):
                 if version not in fields:
@@ -103,6 +114,14 @@ def _spec(repo: str, version: str, values: dict[str, Any], source: str) -> Envir
     if unknown or "python" not in values or "install" not in values:
         problem = f"unknown fields {unknown}" if unknown else "needs both python and install"
         raise HarnessError(f"{source}: {repo} {version}: {problem}")
+    log_parser = values.get("log_parser", "parse_log_pytest")
+    try:
+        check_parser_name(log_parser)
+    except ValueError as exc:
+        raise HarnessError(f"{source}: {repo} {version}: {exc}") from None
+    if (log_parser == "junit") != bool(values.get("junit_xml")):
+        raise HarnessError(f"{source}: {repo} {version}: junit_xml (the file test_cmd writes) goes with "
+                           'log_parser = "junit", and only with it')
     return EnvironmentSpec(
         python=values["python"], install=values["install"],
         build_tools=tuple(values.get("build_tools", EnvironmentSpec.build_tools)),
@@ -110,8 +129,8 @@ def _spec(repo: str, version: str, values: dict[str, Any], source: str) -> Envir
         requirements_files=tuple(values.get("requirements_files", ())),
         pre_install=tuple(values.get("pre_install", ())),
         variables={key: value.replace("{version}", version) for key, value in values.get("variables", {}).items()},
-        test_cmd=values.get("test_cmd", "pytest -rA"), log_parser=values.get("log_parser", "parse_log_pytest"),
-        name=f"{repo.replace('/', '__')}-{version}")
+        test_cmd=values.get("test_cmd", "pytest -rA"), log_parser=log_parser, junit_xml=values.get("junit_xml", ""),
+        name=repo.replace("/", "__") + ("" if version == ANY_VERSION else f"-{version}"))
 
 
 def _version_order(version: str) -> tuple[int, ...]:

@@ -5,7 +5,9 @@ reset the test files to the base commit, apply `test_patch`, run the tests betwe
 reset again. Here the environment is already active (its variables come with the process), so the conda
 lines go, `/testbed` becomes the workspace, and the line that would write the user's global git config is
 dropped. Rows without a script (older releases, hand-written instances) get one of the same shape from the
-environment spec's install and test commands.
+environment spec's install and test commands: a row without a test patch runs the test command as it is, over
+tests already in the repository; with the `junit` parser the script prints the spec's JUnit file into the test
+output, where the parser reads it, and keeps the test command's exit status for SWE-bench's cross-check.
 
 `split_at_tests` cuts a script where the test output starts: the part before (reinstall the repository,
 reset and patch the test files) may reach the package index, as it does in SWE-bench's container, since a
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from swe_harness.dataset import Instance
 from swe_harness.environment_specs import EnvironmentSpec
+from swe_harness.log_parsers import JUNIT_END, JUNIT_START
 
 CONTAINER_ROOT = "/testbed"
 START_MARKER = ">>>>> Start Test Output"
@@ -61,25 +64,35 @@ def adapt_eval_script(script: str, workspace: Path) -> str:
 def generated_eval_script(instance: Instance, spec: EnvironmentSpec, workspace: Path) -> str:
     """A script of the official shape for a row that has none: reinstall, reset and patch the tests, run them."""
     test_files = patched_files(instance.test_patch)
-    if not test_files:
+    if instance.test_patch.strip() and not test_files:
         raise ValueError(f"{instance.instance_id}: its test_patch touches no file, so there is nothing to run")
     base = shlex.quote(instance.base_commit)
     files = " ".join(shlex.quote(name) for name in test_files)
     targets = " ".join(shlex.quote(name) for name in test_files if not name.endswith(NON_TEST_SUFFIXES))
     delimiter = _unused_delimiter(instance.test_patch)
-    lines = [
+    reset = [f"git checkout {base} {files}"] if test_files else []
+    patch = [f"git apply -v - <<'{delimiter}'", instance.test_patch.rstrip("\n"), delimiter] if test_files else []
+    return "\n".join([
         f"cd {shlex.quote(str(workspace))}",
         *([spec.install] if spec.install else []),
-        f"git checkout {base} {files}",
-        f"git apply -v - <<'{delimiter}'",
-        instance.test_patch.rstrip("\n"),
-        delimiter,
+        *reset,
+        *patch,
+        *([f"rm -f {shlex.quote(spec.junit_xml)}"] if spec.junit_xml else []),
         f": '{START_MARKER}'",
-        f"{spec.test_cmd} {targets}".rstrip(),
+        *marked_test_lines(spec, targets),
         f": '{END_MARKER}'",
-        f"git checkout {base} {files}",
-    ]
-    return "\n".join(lines) + "\n"
+        *reset,
+    ]) + "\n"
+
+
+def marked_test_lines(spec: EnvironmentSpec, targets: str) -> list[str]:
+    """The lines between the markers: the test command on `targets`, then, for a JUnit spec, its XML file between
+    the parser's own markers and the test command's exit status restored (SWE-bench records `$?` next)."""
+    command = f"{spec.test_cmd} {targets}".rstrip()
+    if not spec.junit_xml:
+        return [command]
+    return [command, "KCODE_TESTS_STATUS=$?", f"echo '{JUNIT_START}'", f"cat {shlex.quote(spec.junit_xml)}", "echo",
+            f"echo '{JUNIT_END}'", '(exit "$KCODE_TESTS_STATUS")']
 
 
 def split_at_tests(script: str) -> tuple[str, str]:

@@ -78,7 +78,7 @@ def test_a_row_with_a_script_uses_it_and_one_without_gets_the_same_shape(tmp_pat
 def test_patched_files_reads_the_diff_headers_once_each() -> None:
     assert patched_files(TEST_PATCH + TEST_PATCH) == ["tests/test_calc.py", "tests/data.json"]
     with pytest.raises(ValueError, match="touches no file"):
-        generated_eval_script(Instance(**{**instance().__dict__, "test_patch": ""}), SPEC, Path("/w"))
+        generated_eval_script(Instance(**{**instance().__dict__, "test_patch": "not a diff\n"}), SPEC, Path("/w"))
 
 
 def test_the_script_splits_where_the_tests_start_and_both_halves_keep_the_header() -> None:
