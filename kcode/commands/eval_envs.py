@@ -82,16 +82,16 @@ def _print(console: Console, statuses: Sequence[EnvironmentStatus], rows: Sequen
     console.print(table)
     for status in statuses:
         if status.status == "failed":
-            console.print(f"[red]{escape(status.repo)} {escape(status.version)} did not build:[/] "
-                          f"{escape(status.reason)}")
+            console.print(f"[red]{escape(status.repo)} {escape(status.version)} did not build[/] "
+                          f"({len(status.instance_ids)} instance(s)): {escape(status.reason)}", soft_wrap=True)
     total = len(rows)
     if graded:
         console.print(f"validated {counts['validated']} of {total} instances "
                       f"({counts['validated'] / total if total else 0:.1%}); "
-                      + ", ".join(f"{name} {counts[name]}" for name in _ORDER[1:]))
-        for row in rows:
-            if row.validation in ("failed", "environment failed"):
-                console.print(f"  {escape(row.instance_id)}: {row.validation}: {escape(row.reason.splitlines()[0])}")
+                      + ", ".join(f"{name} {counts[name]}" for name in _ORDER[1:]), soft_wrap=True)
+        for row in rows:  # those whose environment failed are counted under their environment above
+            if row.validation == "failed":
+                console.print(f"  {escape(row.instance_id)}: {escape(row.reason.splitlines()[0])}", soft_wrap=True)
     else:
         built = sum(len(s.instance_ids) for s in statuses if s.status != "failed")
         console.print(f"{built} of {total} instances have a built environment; validate them with "

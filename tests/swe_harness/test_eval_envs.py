@@ -43,7 +43,7 @@ def test_envs_builds_lists_what_failed_and_counts_what_gold_validated(task: Task
     assert failed["instance_id"] == "acme__calc-3" and "/nonexistent/lib.whl" in failed["reason"]
     table = kcode(["eval", "envs", *where, "--gold", str(gold)], tmp_path)
     assert "validated 2 of 3 instances (66.7%)" in table.stdout
-    assert "acme__calc-3: environment failed:" in table.stdout
+    assert "acme/calc 1.1 did not build (1 instance(s))" in table.stdout
 
 
 def test_envs_refuses_a_gold_directory_that_was_not_graded(task: TaskRepo, tmp_path: Path) -> None:
