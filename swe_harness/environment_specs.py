@@ -2,8 +2,9 @@
 
 swebench 5.x keeps these facts (Python version, pins, requirement files, install command) only in per-instance
 Dockerfiles outside the package, so they live here, taken from swebench 4.1.0's constants, for psf/requests,
-pallets/flask, pytest-dev/pytest and pylint-dev/pylint. A user's own file in the same TOML shape (`--env-specs`)
-adds repositories or replaces the built-in ones. See the top of specs/python.toml for the shape.
+pallets/flask, pytest-dev/pytest, pylint-dev/pylint, pydata/xarray, mwaskom/seaborn and sphinx-doc/sphinx. A
+user's own file in the same TOML shape (`--env-specs`) adds repositories or replaces the built-in ones. See the top
+of specs/python.toml for the shape.
 
 A repository SWE-bench does not know needs the same facts plus how to read its test output: `log_parser` is
 one of SWE-bench's parsers by name or one of ours (`pytest`, `junit`: log_parsers.py), and a table without
