@@ -3,7 +3,9 @@
 In a fresh testbed: apply the model patch with SWE-bench's fallback chain, run the instance's eval script
 (reinstall, reset the test files, apply `test_patch`, then the tests between the official markers with no
 network) under a timeout, then hand the log to `swebench`'s own `make_test_spec` and `get_eval_report`. What this module
-decides itself is only how the commands run; what counts as passing is the official package's call.
+decides itself is only how the commands run; what counts as passing is the official package's call. A repository
+SWE-bench does not know brings a parser of ours (log_parsers.py), added to the official registry by name, so its
+logs go through the same report.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +27,8 @@ from swe_harness.dataset import Instance
 from swe_harness.errors import InstanceError
 from swe_harness.eval_script import local_eval_script, split_at_tests
 from swe_harness.events import HarnessSink, InstanceFinished, InstanceStarted
+from swe_harness.executors import Executor, LocalExecutor
+from swe_harness.log_parsers import register_generic_parsers, registry_name
 from swe_harness.network import with_network
 from swe_harness.predictions import Prediction
 from swe_harness.report import (
@@ -36,7 +41,7 @@ from swe_harness.report import (
     run_summary,
 )
 from swe_harness.testbed import Testbed, TestbedOptions, open_testbed
-from swe_harness.workers import Cancellation, map_unordered, record_crash
+from swe_harness.workers import Cancellation, record_crash
 
 Verdict = Literal["resolved", "unresolved", "empty", "error"]
 
@@ -115,6 +120,7 @@ def _grade_in(testbed: Testbed, patch: str, model_name: str, out_dir: Path, netw
     defaults = {"image": "", "eval_type": _eval_type(instance), "log_parser": testbed.spec.log_parser}
     given = {key: value for key, value in instance.grading_record().items() if value is not None}
     record = {**defaults, **given, "eval_script": local_eval_script(instance, testbed.spec, testbed.workspace)}
+    record["log_parser"] = _registered_parser(instance, str(record["log_parser"]))
     test_spec = make_test_spec(record)
     (out_dir / "eval.sh").write_text(test_spec.eval_script, encoding="utf-8")
     script, env, prefix = _staged_script(test_spec.eval_script, testbed.scratch, testbed.variables,
@@ -213,6 +219,19 @@ def _reset(workspace: Path, env: Mapping[str, str]) -> None:
         subprocess.run(command, cwd=workspace, env=dict(env), capture_output=True, stdin=subprocess.DEVNULL)
 
 
+def _registered_parser(instance: Instance, log_parser: str) -> str:
+    """The registry name of the row's (or else the spec's) parser, ours registered first; InstanceError when
+    SWE-bench has no parser of that name."""
+    from swebench.harness.log_parsers import PARSER_REGISTRY
+
+    register_generic_parsers(PARSER_REGISTRY)
+    name = registry_name(log_parser)
+    if name not in PARSER_REGISTRY:
+        raise InstanceError(instance.instance_id, f"no log parser {log_parser!r}: give pytest, junit or one of "
+                                                  f"SWE-bench's ({', '.join(sorted(PARSER_REGISTRY)[:3])}, ...)")
+    return name
+
+
 def _eval_type(instance: Instance) -> str:
     from swebench.harness.constants import FAIL_ONLY_REPOS
 
@@ -221,9 +240,10 @@ def _eval_type(instance: Instance) -> str:
 
 def grade_all(instances: Sequence[Instance], predictions: Mapping[str, Prediction], options: TestbedOptions,
               output: Path, *, workers: int, network_prefix: Sequence[str], timeout_s: float,
-              emit: HarnessSink) -> dict[str, Any]:
+              emit: HarnessSink, executor: Executor | None = None) -> dict[str, Any]:
     """Grade every instance that has a prediction, skipping those whose report for the same patch exists;
-    write `output/summary.json` and return it."""
+    write `output/summary.json` and return it. The `executor` (local threads by default) decides where
+    instances are graded."""
     outcomes: dict[str, GradeOutcome] = {}
     pending: list[Instance] = []
     for instance in instances:
@@ -241,28 +261,29 @@ def grade_all(instances: Sequence[Instance], predictions: Mapping[str, Predictio
             outcomes[instance.instance_id] = earlier
             emit(InstanceFinished(instance.instance_id, earlier.verdict, earlier.detail, resumed=True))
 
-    cancellation = Cancellation()
-
-    def attempt(instance: Instance) -> GradeOutcome:
-        emit(InstanceStarted(instance.instance_id))
-        prediction = predictions[instance.instance_id]
-        out_dir = output / INSTANCES_DIR / instance.instance_id
-        try:
-            outcome = grade_prediction(instance, prediction.model_patch, prediction.model_name_or_path, options,
-                                       out_dir, network_prefix=network_prefix, timeout_s=timeout_s,
-                                       cancellation=cancellation)
-        except Exception as exc:  # a bug must cost one instance, not the run
-            outcome = GradeOutcome(instance.instance_id, "error", record_crash(exc, out_dir / ERROR_FILE))
-        emit(InstanceFinished(instance.instance_id, outcome.verdict, outcome.detail, outcome.seconds))
-        return outcome
-
-    for outcome in map_unordered(attempt, pending, workers, cancellation):
+    work = partial(_grade_one, options=options, output=output, network_prefix=network_prefix, timeout_s=timeout_s)
+    items = [(instance, predictions[instance.instance_id]) for instance in pending]
+    for outcome in (executor or LocalExecutor()).map_unordered(work, items, workers, emit, Cancellation()):
         outcomes[outcome.instance_id] = outcome
+        emit(InstanceFinished(outcome.instance_id, outcome.verdict, outcome.detail, outcome.seconds))
     summary = run_summary([i.instance_id for i in instances], predictions,
                           {instance_id: outcome.verdict for instance_id, outcome in outcomes.items()})
     output.mkdir(parents=True, exist_ok=True)
     (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def _grade_one(item: tuple[Instance, Prediction], emit: HarnessSink, cancellation: Cancellation, *,
+               options: TestbedOptions, output: Path, network_prefix: Sequence[str], timeout_s: float) -> GradeOutcome:
+    """One prediction, on whichever machine the executor chose: a crash costs this instance, not the run."""
+    instance, prediction = item
+    emit(InstanceStarted(instance.instance_id))
+    out_dir = output / INSTANCES_DIR / instance.instance_id
+    try:
+        return grade_prediction(instance, prediction.model_patch, prediction.model_name_or_path, options, out_dir,
+                                network_prefix=network_prefix, timeout_s=timeout_s, cancellation=cancellation)
+    except Exception as exc:  # a bug
+        return GradeOutcome(instance.instance_id, "error", record_crash(exc, out_dir / ERROR_FILE))
 
 
 def _earlier_outcome(instance_id: str, prediction: Prediction, out_dir: Path) -> GradeOutcome | None:

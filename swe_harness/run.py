@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -32,10 +33,11 @@ from kcode.messages import system, user
 from swe_harness.dataset import Instance
 from swe_harness.errors import HarnessError, InstanceError
 from swe_harness.events import HarnessSink, InstanceFinished, InstanceStarted, InstanceStep
+from swe_harness.executors import Executor, LocalExecutor
 from swe_harness.predictions import Prediction, PredictionWriter, load_predictions
 from swe_harness.report import ERROR_FILE, INSTANCES_DIR
 from swe_harness.testbed import Testbed, TestbedOptions, open_testbed
-from swe_harness.workers import Cancellation, map_unordered, record_crash
+from swe_harness.workers import Cancellation, record_crash
 from swe_harness.workspace import workspace_diff
 from tools.standard import standard_toolset
 from tools.toolset import Toolset
@@ -165,10 +167,11 @@ class _StepCounter:
 
 def run_all(instances: Sequence[Instance], settings: Settings, options: TestbedOptions, output: Path, *,
             workers: int, emit: HarnessSink,
-            max_steps: int | None = None) -> list[RunOutcome]:
+            max_steps: int | None = None, executor: Executor | None = None) -> list[RunOutcome]:
     """Run every instance not already in `output/predictions.jsonl`; append each finished one there.
 
-    Errors leave no prediction, so rerunning the same command tries them again and skips the rest.
+    Errors leave no prediction, so rerunning the same command tries them again and skips the rest. The
+    `executor` (local threads by default) decides where instances run; predictions are written here.
     """
     output.mkdir(parents=True, exist_ok=True)
     done = load_predictions(output / PREDICTIONS_FILE) if (output / PREDICTIONS_FILE).exists() else {}
@@ -180,22 +183,24 @@ def run_all(instances: Sequence[Instance], settings: Settings, options: TestbedO
     for instance_id in (i.instance_id for i in instances if i.instance_id in done):
         emit(InstanceFinished(instance_id, "submitted", "finished by an earlier run", resumed=True))
 
-    cancellation = Cancellation()
-
-    def attempt(instance: Instance) -> RunOutcome:
-        emit(InstanceStarted(instance.instance_id))
-        out_dir = output / INSTANCES_DIR / instance.instance_id
-        try:
-            outcome = run_instance(instance, settings, options, out_dir, max_steps=max_steps,
-                                   cancellation=cancellation,
-                                   on_step=lambda steps: emit(InstanceStep(instance.instance_id, steps)))
-        except Exception as exc:  # a bug or a backend that cannot start: this instance's error, not the run's
-            outcome = RunOutcome(instance.instance_id, "error", record_crash(exc, out_dir / ERROR_FILE), "", 0,
-                                 None, 0.0)
-        if outcome.status != "error":
-            writer.append(Prediction(instance.instance_id, settings.profile.model, outcome.patch))
-        emit(InstanceFinished(instance.instance_id, outcome.status, outcome.reason, outcome.seconds))
-        return outcome
-
+    work = partial(_attempt, settings=settings, options=options, output=output, max_steps=max_steps)
     pending = [instance for instance in instances if instance.instance_id not in done]
-    return list(map_unordered(attempt, pending, workers, cancellation))
+    outcomes: list[RunOutcome] = []
+    for outcome in (executor or LocalExecutor()).map_unordered(work, pending, workers, emit, Cancellation()):
+        if outcome.status != "error":
+            writer.append(Prediction(outcome.instance_id, settings.profile.model, outcome.patch))
+        emit(InstanceFinished(outcome.instance_id, outcome.status, outcome.reason, outcome.seconds))
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _attempt(instance: Instance, emit: HarnessSink, cancellation: Cancellation, *, settings: Settings,
+             options: TestbedOptions, output: Path, max_steps: int | None) -> RunOutcome:
+    """One instance, on whichever machine the executor chose: a crash is this instance's error, not the run's."""
+    emit(InstanceStarted(instance.instance_id))
+    out_dir = output / INSTANCES_DIR / instance.instance_id
+    try:
+        return run_instance(instance, settings, options, out_dir, max_steps=max_steps, cancellation=cancellation,
+                            on_step=lambda steps: emit(InstanceStep(instance.instance_id, steps)))
+    except Exception as exc:  # a bug or a backend that cannot start
+        return RunOutcome(instance.instance_id, "error", record_crash(exc, out_dir / ERROR_FILE), "", 0, None, 0.0)

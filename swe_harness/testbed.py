@@ -108,6 +108,8 @@ def open_testbed(instance: Instance, options: TestbedOptions, log_dir: Path) -> 
     The environment's build and install logs go to `log_dir`, which outlives the testbed.
     """
     started = time.monotonic()
+    if options.scratch_root is not None:  # made where the run started; on another node of a cluster, made here
+        options.scratch_root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"kcode-swe-{instance.instance_id[:40]}-", dir=options.scratch_root))
     try:
         try:

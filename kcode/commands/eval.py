@@ -24,6 +24,7 @@ from swe_harness.dataset import Instance, load_dataset, select_instances
 from swe_harness.environment_specs import load_specs
 from swe_harness.errors import HarnessError
 from swe_harness.events import HarnessSink
+from swe_harness.executors import make_executor
 from swe_harness.grading import grade_all
 from swe_harness.network import no_network_prefix
 from swe_harness.predictions import Prediction, load_predictions
@@ -61,6 +62,9 @@ class Selection:
     workers: int
     json_events: bool
     env_specs: Path | None = None
+    executor: str = "local"
+    """Where instances run: `local` threads or `ray` tasks (see `swe_harness.executors`)."""
+    ray_address: str | None = None
 
     def instances(self) -> list[Instance]:
         """The selected instances; a bad dataset, selection or spec file fails here, before any work."""
@@ -79,11 +83,12 @@ def eval_run(selection: Selection, settings: Settings, *, max_steps: int | None,
     require_sandbox()  # the agent's shell never runs unconfined: that fails here, once, not per instance
     make_backend(settings)  # a model that cannot be configured fails here, once, not per instance
     hidden = settings.secret_variables()
+    executor = make_executor(selection.executor, selection.ray_address)
 
     def work(emit: HarnessSink) -> list[RunOutcome]:
         with _testbed_options(selection, environ, hidden) as options:
             return run_all(instances, settings, options, selection.output, workers=selection.workers, emit=emit,
-                           max_steps=max_steps)
+                           max_steps=max_steps, executor=executor)
 
     outcomes = _with_progress(selection, len(instances), ("submitted", "limit", "error"), "run", work,
                               stdout, stderr)
@@ -108,11 +113,12 @@ def eval_grade(selection: Selection, predictions_file: Path | None, *, timeout_s
                            f"e.g. {', '.join(unknown[:3])}")
     prefix = no_network_prefix()
     graded = [i for i in instances if i.instance_id in predictions]
+    executor = make_executor(selection.executor, selection.ray_address)
 
     def work(emit: HarnessSink) -> dict[str, Any]:
         with _testbed_options(selection, environ, secret_names(environ)) as options:
             return grade_all(instances, predictions, options, selection.output, workers=selection.workers,
-                             network_prefix=prefix, timeout_s=timeout_s, emit=emit)
+                             network_prefix=prefix, timeout_s=timeout_s, emit=emit, executor=executor)
 
     summary = _with_progress(selection, len(graded), ("resolved", "unresolved", "empty", "error"), "grade", work,
                              stdout, stderr)
