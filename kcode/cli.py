@@ -220,6 +220,12 @@ _RAY_ADDRESS = typer.Option(None, "--ray-address", metavar="ADDR",
 _GRADE_TIMEOUT = typer.Option(1800.0, "--timeout", min=1.0, help="Seconds the tests of one instance may run.")
 
 
+def _limit_settings(cost_limit: float | None, time_limit: float | None) -> list[str]:
+    """`--cost-limit` and `--time-limit` of one instance or task as the settings they set."""
+    return ([f"cost_limit_usd={cost_limit}"] * (cost_limit is not None)
+            + [f"time_limit_s={time_limit}"] * (time_limit is not None))
+
+
 def _selection(dataset: Path, ids: list[str] | None, pattern: str | None, slice_spec: str | None, repos: Path,
                output: Path, cache: Path | None, workers: int, json_events: bool, env_specs: Path | None,
                executor: str = "local", ray_address: str | None = None) -> Selection:
@@ -270,8 +276,7 @@ def eval_run(
     from kcode.commands.eval import eval_run as run
     from kcode.commands.eval_runs import eval_runs
 
-    limits = [f"cost_limit_usd={cost_limit}"] * (cost_limit is not None) + \
-        [f"time_limit_s={time_limit}"] * (time_limit is not None)
+    limits = _limit_settings(cost_limit, time_limit)
     selection = _selection(dataset, ids, pattern, slice_spec, repos, output, cache, workers, json_events, env_specs,
                            executor, ray_address)
     overrides = [*assignments, *limits]
@@ -396,8 +401,7 @@ def eval_swe_dev(
     """
     from kcode.commands.eval_swe_dev import eval_swe_dev as swe_dev
 
-    limits = [f"cost_limit_usd={cost_limit}"] * (cost_limit is not None) + \
-        [f"time_limit_s={time_limit}"] * (time_limit is not None)
+    limits = _limit_settings(cost_limit, time_limit)
     selection = _selection(tasks, ids, None, None, repos, output, cache, workers, json_events, env_specs)
     raise _eval_exit(lambda: swe_dev(selection, _load(profile, model, base_url, config, [*assignments, *limits]),
                                      max_steps=max_steps, timeout_s=timeout, environ=os.environ))
