@@ -86,16 +86,16 @@ def eval_run(selection: Selection, settings: Settings, *, max_steps: int | None,
     executor = make_executor(selection.executor, selection.ray_address)
 
     def work(emit: HarnessSink) -> list[RunOutcome]:
-        with _testbed_options(selection, environ, hidden) as options:
+        with testbed_options(selection, environ, hidden) as options:
             return run_all(instances, settings, options, selection.output, workers=selection.workers, emit=emit,
                            max_steps=max_steps, executor=executor)
 
-    outcomes = _with_progress(selection, len(instances), ("submitted", "limit", "error"), "run", work,
+    outcomes = with_progress(selection, len(instances), ("submitted", "limit", "error"), "run", work,
                               stdout, stderr)
     errors = sum(1 for outcome in outcomes if outcome.status == "error")
     message = (f"predictions: {selection.output / PREDICTIONS_FILE}; "
                f"grade them with: kcode eval grade --predictions {selection.output / PREDICTIONS_FILE} ...")
-    _finish(selection, {"type": "run_finished", "errors": errors, "predictions":
+    finish_line(selection, {"type": "run_finished", "errors": errors, "predictions":
                         str(selection.output / PREDICTIONS_FILE)}, message, stdout, stderr)
     return EvalExit.INSTANCE_ERRORS if errors else EvalExit.OK
 
@@ -116,22 +116,22 @@ def eval_grade(selection: Selection, predictions_file: Path | None, *, timeout_s
     executor = make_executor(selection.executor, selection.ray_address)
 
     def work(emit: HarnessSink) -> dict[str, Any]:
-        with _testbed_options(selection, environ, secret_names(environ)) as options:
+        with testbed_options(selection, environ, secret_names(environ)) as options:
             return grade_all(instances, predictions, options, selection.output, workers=selection.workers,
                              network_prefix=prefix, timeout_s=timeout_s, emit=emit, executor=executor)
 
-    summary = _with_progress(selection, len(graded), ("resolved", "unresolved", "empty", "error"), "grade", work,
+    summary = with_progress(selection, len(graded), ("resolved", "unresolved", "empty", "error"), "grade", work,
                              stdout, stderr)
     message = (f"resolved {summary['resolved_instances']} of {summary['total_instances']} "
                f"({resolved_rate(summary):.1%}); unresolved {summary['unresolved_instances']}, empty "
                f"{summary['empty_patch_instances']}, error {summary['error_instances']}, without a prediction "
                f"{len(summary['incomplete_ids'])}; summary: {selection.output / 'summary.json'}")
-    _finish(selection, {"type": "summary", **summary}, message, stdout, stderr)
+    finish_line(selection, {"type": "summary", **summary}, message, stdout, stderr)
     return EvalExit.INSTANCE_ERRORS if summary["error_instances"] else EvalExit.OK
 
 
 @contextmanager
-def _testbed_options(selection: Selection, environ: Mapping[str, str],
+def testbed_options(selection: Selection, environ: Mapping[str, str],
                      hidden_variables: frozenset[str]) -> Iterator[TestbedOptions]:
     """The options of this run, with a scratch root of its own that is removed afterwards."""
     try:
@@ -145,7 +145,7 @@ def _testbed_options(selection: Selection, environ: Mapping[str, str],
                              extra_specs=selection.env_specs, scratch_root=Path(scratch), private_dirs=private)
 
 
-def _with_progress(selection: Selection, total: int, verdicts: Sequence[str], title: str,
+def with_progress(selection: Selection, total: int, verdicts: Sequence[str], title: str,
                    work: Callable[[HarnessSink], Result], stdout: TextIO, stderr: TextIO) -> Result:
     """`work(sink)` with the sink drawing a progress bar on stderr, or writing JSON events to stdout."""
     sink: HarnessSink
@@ -160,7 +160,8 @@ def _with_progress(selection: Selection, total: int, verdicts: Sequence[str], ti
         return work(sink)
 
 
-def _finish(selection: Selection, record: dict[str, Any], message: str, stdout: TextIO, stderr: TextIO) -> None:
+def finish_line(selection: Selection, record: dict[str, Any], message: str, stdout: TextIO, stderr: TextIO) -> None:
+    """The command's last word: `record` as a JSON line on stdout with --json, else `message` on stderr."""
     if selection.json_events:
         stdout.write(json.dumps(record) + "\n")
         stdout.flush()

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from kcode.commands.eval import EvalExit, Selection, _finish, _testbed_options, _with_progress
+from kcode.commands.eval import EvalExit, Selection, finish_line, testbed_options, with_progress
 from kcode.config import Settings
 from swe_harness.environment_specs import load_specs
 from swe_harness.events import HarnessSink
@@ -34,13 +34,13 @@ def eval_swe_dev(selection: Selection, settings: Settings, *, max_steps: int | N
     scoring = ScoringOptions(network_prefix=tuple(no_network_prefix()), timeout_s=timeout_s)
 
     def work(emit: HarnessSink) -> dict[str, Any]:
-        with _testbed_options(selection, environ, settings.secret_variables()) as options:
+        with testbed_options(selection, environ, settings.secret_variables()) as options:
             return run_swe_dev(tasks, settings, options, selection.output, scoring=scoring,
                                workers=selection.workers, emit=emit, max_steps=max_steps)
 
-    summary = _with_progress(selection, len(tasks), ("scored", "error"), "swe-dev", work, stdout, stderr)
+    summary = with_progress(selection, len(tasks), ("scored", "error"), "swe-dev", work, stdout, stderr)
     errors = len(summary["error_ids"])
     message = (f"mean pass rate {summary['mean_pass_rate']:.3f} over {summary['total_tasks']} task(s), "
                f"{errors} in error; summary: {selection.output / SUMMARY_FILE}")
-    _finish(selection, {"type": "swe_dev_summary", **summary}, message, stdout, stderr)
+    finish_line(selection, {"type": "swe_dev_summary", **summary}, message, stdout, stderr)
     return EvalExit.INSTANCE_ERRORS if errors else EvalExit.OK
