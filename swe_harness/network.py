@@ -42,6 +42,13 @@ def no_network_prefix() -> tuple[str, ...]:
     return probe_no_network_prefix(os.environ, is_root=os.geteuid() == 0)
 
 
+def prefix_needs() -> tuple[Path, ...]:
+    """What a command run under the prefix must still see to launch the prefix again inside (as the grader's
+    install step does for the tests): this Python, its venv, its standard library and the namespace script,
+    wherever they live (a venv under /tmp, a checkout in the home that the tests' namespace hides)."""
+    return tuple(dict.fromkeys([Path(sys.prefix), Path(sys.base_prefix).resolve(), _ENTER.parent]))
+
+
 def with_network(prefix: Sequence[str]) -> tuple[str, ...]:
     """`prefix` (from `no_network_prefix`) with the host's network: private mounts only (`unshare -m` / `-rm`),
     for the steps that may reach the package index but must not see private directories either."""

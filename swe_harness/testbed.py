@@ -9,7 +9,6 @@ holds the agent's changes only. Everything lives in one scratch directory, remov
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,7 +20,7 @@ from swe_harness.dataset import Instance
 from swe_harness.environment import INTERPRETER_VARIABLES, Environment, activate, ensure_environment, interpreter_home
 from swe_harness.environment_specs import EnvironmentSpec, environment_spec
 from swe_harness.errors import HarnessError, InstanceError
-from swe_harness.network import isolated
+from swe_harness.network import isolated, prefix_needs
 from swe_harness.repos import find_mirror, git_env
 from swe_harness.workspace import commit_setup_state, prepare_workspace
 from tools.sandbox import Sandbox, SandboxPolicy, sandbox_for
@@ -79,8 +78,8 @@ class Testbed:
         environment's interpreter stays visible where it lives, in the home too for pyenv's, and so does kcode's
         own (the install step launches the tests' namespace with it)."""
         home = self.variables.get("HOME")
-        interpreters = [interpreter_home(self.scratch / "venv"), Path(sys.base_prefix).resolve()]
-        return isolated(network_prefix, hide=self.hidden, keep=interpreters, writable=[self.scratch],
+        needed = [interpreter_home(self.scratch / "venv"), *prefix_needs()]
+        return isolated(network_prefix, hide=self.hidden, keep=needed, writable=[self.scratch],
                         private=[Path("/tmp"), *([Path(home)] if home else [])])
 
     def sandbox(self) -> Sandbox:
