@@ -94,15 +94,24 @@ def chat(
     config: Path | None = _CONFIG,
     assignments: list[str] = _SET,
 ) -> None:
-    """Chat with the agent in your terminal; it asks before it edits or runs anything."""
+    """Chat with the agent in your terminal; it asks before it edits or runs anything.
+
+    With a message piped to stdin (`echo "explain main.py" | kcode chat .`) it answers that message and
+    leaves; what it would ask about is refused unless --yes or --auto-edit allows it.
+    """
     from kcode.commands.chat import ChatOptions, run_chat
+    from kcode.commands.piped_input import piped_text
     from kcode.errors import KcodeError
 
     assignments = [*assignments, *_safety_settings(sandbox_mode, allow_network, allow_destructive)]
     try:
+        piped = piped_text(sys.stdin)
+        if piped is not None and not piped.strip():
+            raise _fail("stdin is not a terminal and brought no message: pipe one in, or run kcode chat in a "
+                        "terminal", 2)
         settings = _load(profile, model, base_url, config, assignments)
         mode = "yolo" if yes else "auto-edit" if auto_edit else settings.approval_mode
-        run_chat(settings, ChatOptions(root=path, approval_mode=mode, resume=resume),
+        run_chat(settings, ChatOptions(root=path, approval_mode=mode, resume=resume, piped_message=piped),
                  reload=lambda name: _load(profile, name, base_url, config, assignments))
     except KcodeError as exc:
         raise _fail(str(exc), 2) from None
@@ -133,18 +142,27 @@ def fix(
 ) -> None:
     """Fix a task headless: progress on stderr, the diff of every change on stdout.
 
+    The task comes from --task, --task-file or, without either, what is piped to stdin.
+
     Exit codes: 0 finished with changes, 1 finished without changes, 2 usage or configuration error,
     3 the model API failed after retries, 4 a limit stopped the agent, 130 interrupted.
     """
     from kcode.commands.fix import ExitCode, FixOptions, run_fix
+    from kcode.commands.piped_input import piped_text
     from kcode.errors import BackendError, KcodeError
 
-    if (task is None) == (task_file is None):
-        raise _fail("give the task with exactly one of --task TEXT or --task-file FILE", ExitCode.USAGE)
+    where = "give the task with one of --task TEXT, --task-file FILE or text piped to stdin"
+    if task is not None and task_file is not None:
+        raise _fail(where, ExitCode.USAGE)
     try:
-        text = task if task is not None else task_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+        text = task if task is not None else task_file.read_text(encoding="utf-8") if task_file is not None \
+            else piped_text(sys.stdin)
     except UnicodeDecodeError:
         raise _fail(f"the task file {task_file} is not UTF-8 text", ExitCode.USAGE) from None
+    except KcodeError as exc:
+        raise _fail(str(exc), ExitCode.USAGE) from None
+    if text is None:  # stdin is the terminal: nothing was piped
+        raise _fail(where, ExitCode.USAGE)
     for target, flag in ((output_patch, "--output-patch"), (trajectory, "--trajectory")):
         if target is not None and not target.resolve().parent.is_dir():
             raise _fail(f"{flag}: the directory of {target} does not exist", ExitCode.USAGE)

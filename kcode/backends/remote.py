@@ -34,12 +34,16 @@ _WITHOUT_ENVIRONMENT_HEADERS: dict[str, Any] = {"OpenAI-Organization": openai.Om
 
 
 class _RetryableFailure(Exception):
-    """One try failed in a way another try may fix; `reason` is one line for the user."""
+    """One try failed in a way another try may fix; `reason` is one line for the user.
 
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+    `refused`: the host refused the connection, so only the policy's quick retries are worth making.
+    """
+
+    def __init__(self, reason: str, retry_after_s: float | None = None, *, refused: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
+        self.refused = refused
 
 
 class RemoteBackend:
@@ -99,15 +103,16 @@ class RemoteBackend:
                 yield from self._attempt(body)
                 return
             except _RetryableFailure as failure:
-                if attempt == attempts:
-                    raise BackendError(f"{failure.reason} from {self._where()}; "
-                                       f"gave up after {attempts} tries") from None
+                tries = min(attempts, self.retry.refused_attempts) if failure.refused else attempts
+                if attempt >= tries:
+                    raise BackendError(f"{failure.reason} from {self._where()}; gave up after {attempt} "
+                                       f"{'try' if attempt == 1 else 'tries'}") from None
                 wait = failure.retry_after_s
                 if wait is not None and wait > self.retry.max_retry_after_s:
                     raise BackendError(f"{failure.reason} from {self._where()}; the server asks to wait "
                                        f"{wait:.0f} s, more than kcode will") from None
-                delay = backoff.next_delay_s(wait)
-                yield Retrying(attempt=attempt + 1, max_attempts=attempts, delay_s=delay, reason=failure.reason)
+                delay = self.retry.refused_delay_s if failure.refused else backoff.next_delay_s(wait)
+                yield Retrying(attempt=attempt + 1, max_attempts=tries, delay_s=delay, reason=failure.reason)
                 self._sleep(delay)
 
     def _request_body(self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]],
@@ -176,7 +181,7 @@ class RemoteBackend:
             cause = exc.__cause__
             detail = f"{type(cause).__name__}: {cause}" if cause else exc.message
             what = "could not connect" if isinstance(cause, httpx2.ConnectError) else "connection dropped"
-            return _RetryableFailure(f"{what} ({_clip(detail)})")
+            return _RetryableFailure(f"{what} ({_clip(detail)})", refused=_refused(exc))
         return _RetryableFailure(f"the server reported an error mid-stream ({_clip(exc.message)})")
 
     def _final_message(self, status: int, reason: str, detail: str) -> str:
@@ -190,6 +195,18 @@ class RemoteBackend:
 
     def _where(self) -> str:
         return f"{_public_url(self.base_url)} (model {self.model})"
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the host refused the connection, somewhere down the chain of causes the SDK and httpx add."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _phrase(status: int) -> str:

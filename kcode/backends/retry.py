@@ -28,6 +28,11 @@ class RetryPolicy:
     """Longest wait our own backoff chooses (a server's Retry-After may ask for more)."""
     max_retry_after_s: float = 120.0
     """A server asking to wait longer than this is taken as "not today": fail now with its reason."""
+    refused_attempts: int = 2
+    """Tries in all when the host refuses the connection: nothing listens there, which waiting rarely mends,
+    so one quick retry (a server still starting) rather than the whole back-off."""
+    refused_delay_s: float = 0.5
+    """The wait before that quick retry."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -36,6 +41,9 @@ class RetryPolicy:
             raise ValueError(f"need 0 < base_delay_s <= max_delay_s, got {self.base_delay_s} and {self.max_delay_s}")
         if self.max_retry_after_s < 0:
             raise ValueError(f"max_retry_after_s must be >= 0, got {self.max_retry_after_s}")
+        if self.refused_attempts < 1 or self.refused_delay_s < 0:
+            raise ValueError(f"need refused_attempts >= 1 and refused_delay_s >= 0, got {self.refused_attempts} "
+                             f"and {self.refused_delay_s}")
 
 
 class Backoff:

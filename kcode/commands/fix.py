@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from kcode.agent.approvals import headless_approvals
-from kcode.agent.events import Event, EventSink, TurnEndReason
+from kcode.agent.events import ApprovalDecided, Event, EventSink, Notice, TurnEndReason
 from kcode.agent.loop import Agent
 from kcode.agent.prompt import fix_prompt
 from kcode.agent.trajectory import TrajectoryWriter
@@ -73,7 +73,8 @@ def run_fix(settings: Settings, options: FixOptions, *, stdout: TextIO = sys.std
     shell_box = sandbox(settings, options.root, Path.home())
     if shell_box.notice is not None:
         stderr.write(f"kcode: {shell_box.notice}\n")
-    sinks: list[EventSink] = [JsonEventWriter(stdout) if options.json_events else ProgressPrinter(stderr)]
+    refusals = _RefusalCount()
+    sinks: list[EventSink] = [refusals, JsonEventWriter(stdout) if options.json_events else ProgressPrinter(stderr)]
     if options.trajectory is not None:
         sinks.append(TrajectoryWriter(options.trajectory, {"task": options.task, "model": settings.profile.model,
                                                            "workspace": str(options.root)}))
@@ -88,6 +89,8 @@ def run_fix(settings: Settings, options: FixOptions, *, stdout: TextIO = sys.std
                       compactor=compactor(settings, backend, options.root),
                       checkpoints=checkpoints(settings, options.root, f"fix-{datetime.now(UTC):%Y%m%d-%H%M%S}"))
         reason = agent.run_turn(user(fix_prompt(options.task, commands_allowed=options.allow_commands)))
+        if refusals.count:
+            emit(Notice(refusals.explanation(commands_allowed=options.allow_commands)))
         patch = snapshot.diff()
     code = _exit_code(reason, changed=bool(patch))
     if options.json_events:
@@ -116,6 +119,23 @@ def _exit_code(reason: TurnEndReason, *, changed: bool) -> ExitCode:
     if reason in _LIMIT_REASONS:
         return ExitCode.LIMIT
     return ExitCode.CHANGED if changed else ExitCode.UNCHANGED
+
+
+class _RefusalCount:
+    """Counts the commands the run refused, so that a fix which needed them says why it did less."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ApprovalDecided) and event.verdict == "no":
+            self.count += 1
+
+    def explanation(self, *, commands_allowed: bool) -> str:
+        refused = f"{self.count} command{'s were' if self.count != 1 else ' was'} refused"
+        if commands_allowed:  # with --yes only destructive commands are refused
+            return f"{refused} as destructive; --allow-destructive allows them"
+        return f"{refused}: kcode fix runs shell commands only with --yes; run it again with --yes to allow them"
 
 
 def _fan_out(sinks: list[EventSink]) -> EventSink:

@@ -1,9 +1,13 @@
 """What `kcode fix` writes while nobody watches a live screen: short progress lines, or JSON lines.
 
 `ProgressPrinter` writes a few words per step to a stream (stderr), coloured only when asked or when
-the stream is a terminal. `JsonEventWriter` writes one JSON object per event per line (stdout with
-`--json`), flushed at once so a pipe sees each event as it happens. Its schema, stable across
-releases (fields may be added, none removed or retyped):
+the stream is a terminal. On a terminal each step's line is cut to fit its width (measured line by line,
+so a resized window is followed); notes, errors and the final `done:` line are never cut, and nothing
+is cut when the stream is a pipe or a file, whose reader may need the whole text.
+
+`JsonEventWriter` writes one JSON object per event per line (stdout with `--json`), flushed at once so
+a pipe sees each event as it happens. Its schema, stable across releases (fields may be added, none
+removed or retyped):
 
     {"type": "text_delta", "text": str, "reasoning": bool}        only when include_deltas is set
     {"type": "tool_call", "id": str, "name": str, "arguments": str}   arguments: the model's raw JSON text
@@ -25,7 +29,10 @@ Events of any other kind are skipped by both sinks.
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import sys
 from typing import Any, TextIO
 
 from kcode.agent.events import (
@@ -41,21 +48,48 @@ from kcode.agent.events import (
     TurnEnded,
     UsageReport,
 )
-from kcode.ui.describe import call_summary, format_cost, format_tokens, one_line, result_summary, visible
+from kcode.ui.describe import (
+    call_summary,
+    format_cost,
+    format_tokens,
+    one_line,
+    printable,
+    result_summary,
+    visible,
+)
 from kcode.ui.errors import DisplaySettingError
 
 _ANSI = {"dim": "2", "red": "31", "green": "32", "yellow": "33", "bold": "1"}
+MIN_WIDTH = 20
+_FALLBACK_COLUMNS = 80
+"""A terminal that reports no size (a pty nobody sized) is taken to be this wide."""
+_MIN_ROOM = 10
+
+
+def terminal_width(stream: TextIO) -> int | None:
+    """The columns of the terminal `stream` writes to, or None when it writes to a pipe or a file."""
+    try:
+        if not stream.isatty():
+            return None
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return max(columns, MIN_WIDTH) if columns > 0 else _FALLBACK_COLUMNS
 
 
 class ProgressPrinter:
-    """Prints `[step] what happened` lines; `color=None` colours only a stream that is a terminal."""
+    """Prints `[step] what happened` lines; `color=None` colours only a stream that is a terminal.
 
-    def __init__(self, stream: TextIO, *, color: bool | None = None, max_chars: int = 120) -> None:
-        if max_chars < 20:
-            raise DisplaySettingError(f"max_chars must be at least 20, got {max_chars}")
+    `width` fixes the line width; None (the default) means the stream's terminal width when it is a
+    terminal, and no limit otherwise.
+    """
+
+    def __init__(self, stream: TextIO, *, color: bool | None = None, width: int | None = None) -> None:
+        if width is not None and width < MIN_WIDTH:
+            raise DisplaySettingError(f"width must be at least {MIN_WIDTH}, got {width}")
         self.stream = stream
         self.color = stream.isatty() if color is None else color
-        self.max_chars = max_chars
+        self.width = width
         self._step = 0
         self._in_step = False
         self._text: list[str] = []
@@ -76,11 +110,12 @@ class ProgressPrinter:
             self._flush_text()
         if isinstance(event, ToolCallStarted):
             self._enter_step()
-            self._line(f"{visible(event.call.name)}: {call_summary(event.call, self.max_chars)}", step=True)
+            label = f"{visible(event.call.name)}: "
+            self._line(label + call_summary(event.call, self._room(label, step=True)), step=True)
         elif isinstance(event, ToolCallFinished):
-            summary = result_summary(event.call, event.result, self.max_chars)
-            self._line(f"  error: {summary}" if event.result.is_error else f"  {summary}",
-                       "red" if event.result.is_error else "dim", step=True)
+            label = "  error: " if event.result.is_error else "  "
+            summary = result_summary(event.call, event.result, self._room(label, step=True))
+            self._line(label + summary, "red" if event.result.is_error else "dim", step=True)
             self._in_step = False
         else:
             self._note(event)
@@ -90,12 +125,12 @@ class ProgressPrinter:
             self._line(f"compacted: {format_tokens(event.tokens_before)} → {format_tokens(event.tokens_after)} "
                        "tokens", "dim")
         elif isinstance(event, CompletionRetrying):
-            self._line(f"retrying in {event.delay_s:.0f}s (attempt {event.attempt} of {event.max_attempts}): "
-                       f"{one_line(event.reason, self.max_chars)}", "yellow")
-        elif isinstance(event, Notice):
-            self._line(f"note: {one_line(event.message, self.max_chars)}", "dim")
+            label = f"retrying in {event.delay_s:.0f}s (attempt {event.attempt} of {event.max_attempts}): "
+            self._line(label + one_line(event.reason, self._room(label)), "yellow")
+        elif isinstance(event, Notice):  # notes and errors come whole: kcode's own words, meant to be acted on
+            self._line("note: " + _whole(event.message), "dim")
         elif isinstance(event, AgentError):
-            self._line(f"error: {one_line(event.message, self.max_chars)}", "red")
+            self._line("error: " + _whole(event.message), "red")
         elif isinstance(event, TurnEnded):
             self._line(self._done_line(event), "green" if event.reason in ("submitted", "answered") else "yellow")
             self._step = 0
@@ -119,10 +154,21 @@ class ProgressPrinter:
         text = "".join(self._text).strip()
         self._text = []
         if text:
-            self._line(one_line(text, self.max_chars), step=True)
+            self._line(one_line(text, self._room("", step=True)), step=True)
+
+    def _room(self, label: str, *, step: bool = False) -> int:
+        """The characters left after `label` (and the step prefix) on a line that must fit the width."""
+        width = self.width if self.width is not None else terminal_width(self.stream)
+        if width is None:
+            return sys.maxsize
+        used = len(label) + (len(self._prefix()) if step else 0)
+        return max(width - used, _MIN_ROOM)
+
+    def _prefix(self) -> str:
+        return f"[{self._step}] "
 
     def _line(self, text: str, style: str = "", *, step: bool = False) -> None:
-        prefix = self._paint(f"[{self._step}] ", "dim") if step else ""
+        prefix = self._paint(self._prefix(), "dim") if step else ""
         self.stream.write(prefix + self._paint(text, style) + "\n")
         self.stream.flush()
 
@@ -130,6 +176,11 @@ class ProgressPrinter:
         if not self.color or not style:
             return text
         return f"\x1b[{_ANSI[style]}m{text}\x1b[0m"
+
+
+def _whole(message: str) -> str:
+    """A message of any length safe to print, its later lines indented under the first."""
+    return printable(message).strip().replace("\n", "\n  ")
 
 
 class JsonEventWriter:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -38,13 +40,15 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
-def _kcode(args: list[str], server: ScriptedServer, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def _kcode(args: list[str], server: ScriptedServer, home: Path, *, stdin: str = "",
+           **env: str) -> subprocess.CompletedProcess[str]:
+    """kcode run with `stdin` piped in (empty by default: a terminal there would wait for a task)."""
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("KCODE_", "OPENAI_", "MOONSHOT_", "XDG_"))}
     full_env = {**base_env, "HOME": str(home), "KCODE_BASE_URL": server.base_url, "KCODE_API_KEY": "test-key",
                 "KCODE_MODEL": "scripted-model", **env}
     return subprocess.run([sys.executable, "-m", "kcode", *args], env=full_env, capture_output=True, text=True,
-                          timeout=120)
+                          input=stdin, timeout=120)
 
 
 def _edit(old: str, new: str) -> ScriptedCall:
@@ -133,6 +137,45 @@ def test_without_yes_commands_are_refused_but_edits_land(repo: Path, tmp_path: P
     refusal = openai_server.chat_requests[1].body["messages"][-1]
     assert refusal["role"] == "tool" and "--yes" in refusal["content"]
     assert (repo / "calc.py").read_text() == FIXED
+    told_first = openai_server.chat_requests[0].body["messages"][1]["content"]
+    assert "without --yes" in told_first  # the model knew before its first call
+    assert done.stderr.splitlines()[-1] == ("note: 1 command was refused: kcode fix runs shell commands only "
+                                            "with --yes; run it again with --yes to allow them")
+
+
+def test_refused_commands_are_counted_in_the_json_events_too(repo: Path, tmp_path: Path,
+                                                             openai_server: ScriptedServer) -> None:
+    run = ScriptedCall("bash", json.dumps({"command": "pytest -q"}))
+    openai_server.add(Reply(tool_calls=(run, run)), Reply(tool_calls=(SUBMIT,)))
+    done = _kcode(["fix", str(repo), "--task", "run the tests", "--json"], openai_server, tmp_path)
+    assert done.returncode == 1, done.stderr
+    notices = [e["message"] for e in map(json.loads, done.stdout.splitlines()) if e["type"] == "notice"]
+    assert notices == ["2 commands were refused: kcode fix runs shell commands only with --yes; run it again "
+                       "with --yes to allow them"]
+
+
+def test_a_refused_connection_fails_in_seconds_with_the_whole_line(repo: Path, tmp_path: Path,
+                                                                   openai_server: ScriptedServer) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    done = _kcode(["fix", str(repo), "--task", "fix add"], openai_server, tmp_path,
+                  KCODE_BASE_URL=f"http://127.0.0.1:{port}/v1")
+    assert done.returncode == 3, done.stderr
+    assert time.monotonic() - started < 5
+    assert done.stderr.splitlines()[-2:] == [f"error: could not connect (ConnectError: [Errno 111] Connection "
+                                             f"refused) from http://127.0.0.1:{port}/v1 (model scripted-model); "
+                                             "gave up after 2 tries", "done: error · 0 steps"]
+    assert done.stderr.count("retrying in") == 1
+
+
+def test_a_task_piped_to_stdin_is_the_task(repo: Path, tmp_path: Path, openai_server: ScriptedServer) -> None:
+    openai_server.add(Reply(tool_calls=(_edit("a - b", "a + b"),)), Reply(tool_calls=(SUBMIT,)))
+    done = _kcode(["fix", str(repo)], openai_server, tmp_path, stdin="add() subtracts\nfrom the issue tracker\n")
+    assert done.returncode == 0, done.stderr
+    assert "add() subtracts\nfrom the issue tracker" in openai_server.chat_requests[0].body["messages"][1]["content"]
+    assert (repo / "calc.py").read_text() == FIXED
 
 
 def test_with_yes_commands_run(repo: Path, tmp_path: Path, openai_server: ScriptedServer) -> None:
@@ -179,13 +222,13 @@ def test_a_new_file_is_in_the_diff(repo: Path, tmp_path: Path, openai_server: Sc
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--task", "x", "--task-file", "{repo}/README"], "exactly one of --task TEXT or --task-file FILE"),
+    (["--task", "x", "--task-file", "{repo}/README"], "one of --task TEXT, --task-file FILE or text piped"),
     (["--task-file", "{repo}/missing.md"], "missing.md' does not exist"),
     (["--task-file", "{repo}/latin1.md"], "is not UTF-8 text"),
     (["--task", "x", "--output-patch", "{repo}/no/such/dir/fix.patch"], "--output-patch: the directory of"),
     (["--task", "x", "-c", "max_steps=0"], "--set max_steps: max_steps must be an integer >= 1, got '0'"),
     (["--task", "x", "-c", "colour=blue"], "--set: unknown setting 'colour'"),
-    ([], "exactly one of --task TEXT or --task-file FILE"),
+    ([], "the task is empty"),  # nothing given, and an empty pipe on stdin
     (["--task", "   "], "the task is empty"),
 ])
 def test_usage_errors_exit_2_and_touch_nothing(repo: Path, tmp_path: Path, openai_server: ScriptedServer,

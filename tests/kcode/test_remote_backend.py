@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -207,6 +208,20 @@ def test_persistent_500_gives_up_after_the_last_try_with_one_clear_line(openai_s
     assert "\n" not in message and "sk-test-key" not in message
     assert [e.attempt for e in events if isinstance(e, Retrying)] == [2, 3]
     assert len(sleeps) == 2 and len(openai_server.chat_requests) == 3
+
+
+def test_a_refused_connection_gets_one_quick_retry_not_the_whole_backoff(make_backend: Any,
+                                                                          sleeps: Sleeps) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    events: list[StreamEvent] = []
+    with pytest.raises(BackendError) as caught:
+        events.extend(make_backend(base_url=url, retry=RetryPolicy(max_attempts=6)).stream([user("hi")]))
+    assert str(caught.value) == (f"could not connect (ConnectError: [Errno 111] Connection refused) from {url} "
+                                 "(model scripted-model); gave up after 2 tries")
+    assert [(e.attempt, e.max_attempts, e.delay_s) for e in events if isinstance(e, Retrying)] == [(2, 2, 0.5)]
+    assert sleeps == [0.5]
 
 
 def test_backoff_grows_with_jitter_up_to_the_cap(openai_server: ScriptedServer, make_backend: Any,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
+import struct
+import termios
 
 import pytest
 
@@ -95,14 +98,55 @@ def test_progress_lines_are_plain_on_a_pipe_and_coloured_on_a_terminal() -> None
     assert b"\x1b[31merror: boom\x1b[0m" in written
 
 
-def test_progress_long_commands_are_cut_to_one_short_line() -> None:
+def test_progress_long_commands_are_cut_to_one_line_of_the_width() -> None:
     stream = io.StringIO()
-    printer = ProgressPrinter(stream, max_chars=30)
+    printer = ProgressPrinter(stream, width=40)
     printer(ToolCallStarted(ToolCall("c", "bash", json.dumps({"command": "echo " + "x" * 100 + "\nls"}))))
     line = stream.getvalue().rstrip("\n")
     assert line.startswith("[1] bash: echo xxx")
     assert line.endswith("… (+1 lines)")
-    assert len(line) <= len("[1] bash: ") + 30
+    assert len(line) == 40
+
+
+LONG_ERROR = "could not connect (ConnectError: [Errno 111] Connection refused) from http://127.0.0.1:9/v1 " \
+    "(model fake); gave up after 2 tries " + "and the rest of a long explanation " * 4
+
+
+def _a_long_run(printer: ProgressPrinter) -> None:
+    printer(ToolCallStarted(ToolCall("c", "bash", json.dumps({"command": "echo " + "x" * 300}))))
+    printer(ToolCallFinished(ToolCall("c", "bash", "{}"), ToolResult.error("E" * 300)))
+    printer(Notice("1 command was refused: " + "n" * 200))
+    printer(AgentError(LONG_ERROR))
+    printer(TurnEnded("submitted"))
+
+
+def test_progress_on_a_pipe_is_never_cut() -> None:
+    stream = io.StringIO()
+    _a_long_run(ProgressPrinter(stream))
+    assert stream.getvalue().splitlines() == [
+        "[1] bash: echo " + "x" * 300,
+        "[1]   error: " + "E" * 300,
+        "note: 1 command was refused: " + "n" * 200,
+        "error: " + LONG_ERROR.strip(),
+        "done: submitted · 1 step",
+    ]
+
+
+def test_progress_on_a_terminal_fits_its_width_but_keeps_errors_and_the_end_whole() -> None:
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
+    with os.fdopen(follower, "w") as tty:
+        _a_long_run(ProgressPrinter(tty, color=False))
+    written = b""
+    while not written.endswith(b"1 step\r\n"):
+        written += os.read(leader, 65536)
+    os.close(leader)
+    lines = written.decode().splitlines()
+    assert [len(line) for line in lines[:2]] == [60, 60]
+    assert lines[0].startswith("[1] bash: echo xxx") and lines[0].endswith("…")
+    assert lines[2] == "note: 1 command was refused: " + "n" * 200
+    assert lines[3] == "error: " + LONG_ERROR.strip()
+    assert lines[4] == "done: submitted · 1 step"
 
 
 def test_progress_limit_end_is_reported_with_usage_without_cost() -> None:
@@ -114,8 +158,8 @@ def test_progress_limit_end_is_reported_with_usage_without_cost() -> None:
 
 
 def test_progress_refuses_a_uselessly_short_width() -> None:
-    with pytest.raises(DisplaySettingError, match="max_chars"):
-        ProgressPrinter(io.StringIO(), max_chars=5)
+    with pytest.raises(DisplaySettingError, match="width"):
+        ProgressPrinter(io.StringIO(), width=5)
 
 
 def test_json_lines_follow_the_documented_schema() -> None:
