@@ -2,9 +2,11 @@
 
 A file holds a header line, then one line per message (`{"type": "message", "message": {OpenAI form}}`)
 and one per compaction or /rewind (`{"type": "compacted", "messages": [...]}`, the whole new history; type
-"rewound" for a rewind). Each line is written and flushed the moment its event arrives, so killing kcode
-loses nothing already shown; a line cut short by a crash is skipped on reading. Ids start with the UTC
-start time, so sorting ids sorts sessions.
+"rewound" for a rewind). After each completion a `{"type": "usage", "total_tokens": N, "cost_usd": X}`
+line holds the session's running totals, so a resumed session counts on from where it stopped. Each line
+is written and flushed the moment its event arrives, so killing kcode loses nothing already shown; a line
+cut short by a crash is skipped on reading. Ids start with the UTC start time, so sorting ids sorts
+sessions.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kcode.agent.events import ApprovalDecided, Compacted, Event, MessageAdded
+from kcode.agent.events import ApprovalDecided, Compacted, Event, MessageAdded, UsageReport
 from kcode.errors import KcodeError
 from kcode.messages import Message
 
@@ -51,6 +53,10 @@ class LoadedSession:
 
     info: SessionInfo
     messages: tuple[Message, ...]
+    total_tokens: int = 0
+    """Tokens the session has spent so far, summary requests included."""
+    cost_usd: float | None = None
+    """What they cost; None when the model had no prices."""
 
 
 class SessionRecorder:
@@ -68,6 +74,8 @@ class SessionRecorder:
         elif isinstance(event, ApprovalDecided):  # a record of who allowed what; reading skips it
             self._write({"type": "approval", "call_id": event.call_id, "tool": event.tool, "verdict": event.verdict,
                          "asked": event.asked, "scope": event.scope, "warning": event.warning})
+        elif isinstance(event, UsageReport):
+            self._write({"type": "usage", "total_tokens": event.total_tokens, "cost_usd": event.cost_usd})
 
     def rewound(self, history: tuple[Message, ...]) -> None:
         """Record that /rewind cut the conversation back to `history`, so a resume starts from there."""
@@ -151,6 +159,7 @@ def _read(path: Path) -> LoadedSession:
         raise SessionError(f"{path} is not a kcode session file: its first line is not a session header")
     messages: list[Message] = []
     first_user = ""
+    usage: dict[str, Any] = {}
     try:
         for record in records:
             if record.get("type") == "message":
@@ -158,13 +167,21 @@ def _read(path: Path) -> LoadedSession:
                 first_user = first_user or _preview(messages[-1])
             elif record.get("type") in ("compacted", "rewound"):
                 messages = [Message.from_openai(m) for m in record["messages"]]
+            elif record.get("type") == "usage":
+                usage = record
         started_at = datetime.fromisoformat(header["started_at"])
         info = SessionInfo(id=header["id"], path=path, started_at=started_at, workspace=header["workspace"],
                            model=header.get("model", ""), first_user_message=first_user,
                            message_count=len(messages))
+        total_tokens = int(usage.get("total_tokens", 0))
     except (KeyError, TypeError, ValueError) as exc:
         raise SessionError(f"{path} is damaged: {type(exc).__name__}: {exc}") from exc
-    return LoadedSession(info=info, messages=tuple(messages))
+    return LoadedSession(info=info, messages=tuple(messages), total_tokens=total_tokens,
+                         cost_usd=_optional_float(usage.get("cost_usd")))
+
+
+def _optional_float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:

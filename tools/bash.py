@@ -104,7 +104,8 @@ class BashTool:
         data = {"exit_code": outcome.exit_code, "timed_out": outcome.timed_out,
                 "interrupted": outcome.interrupted, "ending": outcome.ending, "cwd": outcome.cwd,
                 "duration_s": outcome.duration_s, "timeout_s": timeout_s, "forged_records": outcome.forged_records,
-                "output_file": str(outcome.output_path) if kept else None}
+                "output_file": str(outcome.output_path) if kept else None,
+                "output_lines": len(body.splitlines())}  # the command's own lines, not the status line
         return ToolResult(output=(body + status) or "[no output]", data=data,
                           is_error=outcome.ending in ("timeout", "interrupt", "output_limit"))
 

@@ -100,7 +100,7 @@ def _parse_arguments(arguments: str | Mapping[str, Any]) -> dict[str, Any] | str
     try:
         value = json.loads(arguments)
     except json.JSONDecodeError as exc:
-        return f"invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        return f"invalid JSON ({exc.msg}: line {exc.lineno} column {exc.colno})"  # msg may end in "at"
     if not isinstance(value, dict):
         return f"expected a JSON object, got {type(value).__name__}"
     return value

@@ -40,14 +40,22 @@ def estimate_message_tokens(message: Message) -> int:
     return estimate_tokens(text) + MESSAGE_OVERHEAD_TOKENS
 
 
+CREDIBLE_COUNT_SHARE = 0.5
+"""The API's count is trusted unless it is below this share of our own estimate for the same messages: no
+tokenizer packs text that much tighter, so a lower count is a server that reports made-up or fixed usage."""
+
+
 def context_tokens(conversation: Conversation, tools: Sequence[Mapping[str, Any]]) -> int:
-    """Tokens the next request will send: the API's last count plus an estimate of what came after it."""
+    """Tokens the next request will send: the API's last count plus an estimate of what came after it, or our
+    own estimate of the whole when there is no count or it is not credible."""
     messages = conversation.messages
     anchor = conversation.anchor
-    if anchor is not None and anchor.message_count <= len(messages):
-        return anchor.tokens + sum(estimate_message_tokens(m) for m in messages[anchor.message_count:])
     tools_tokens = estimate_tokens(json.dumps(list(tools))) if tools else 0
-    return tools_tokens + sum(estimate_message_tokens(m) for m in messages)
+    own = [estimate_message_tokens(m) for m in messages]
+    if anchor is not None and anchor.message_count <= len(messages) \
+            and anchor.tokens >= CREDIBLE_COUNT_SHARE * (tools_tokens + sum(own[:anchor.message_count])):
+        return anchor.tokens + sum(own[anchor.message_count:])
+    return tools_tokens + sum(own)
 
 
 @dataclass(frozen=True)

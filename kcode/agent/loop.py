@@ -9,6 +9,7 @@ made has a result, if only one saying that it did not run.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -88,6 +89,8 @@ class Agent:
         self._streak: tuple[tuple[str, str] | None, int] = (None, 0)
         self._compaction_failed = False
         self._cut_off = False
+        self._running: tuple[ToolCall, float] | None = None
+        """The call being dispatched, and when it started (after any approval): Ctrl-C must not call it "Not run"."""
 
     def run_turn(self, message: Message) -> TurnEndReason:
         """Add `message` and work until the model answers or submits, or a limit, an error or Ctrl-C stops it.
@@ -102,6 +105,7 @@ class Agent:
         try:
             reason = self._work()
         except KeyboardInterrupt:
+            self._answer_interrupted()
             self._answer_unanswered("Not run: interrupted by the user.")
             reason = "interrupted"
         except BackendError as exc:
@@ -144,14 +148,17 @@ class Agent:
             note = self.checkpoints.before_step(call, self.conversation.messages)
             if note is not None:
                 self.emit(Notice(note))
+        self._running = (call, time.monotonic())
         result = refusal or self.toolset.dispatch(call.name, call.arguments)
         blocked = result.data.get("sandbox_blocked")
         if blocked and self.approvals.leave_sandbox(call, blocked):
+            self._running = (call, time.monotonic())
             result = self.toolset.dispatch(call.name, call.arguments, unsandboxed=True)
         if repeats >= self.settings.nudge_repeats:
             result = replace(result, output=f"{result.output}\n\n[You have made this exact call {repeats} times "
                                             "in a row; its result will not change. Try something different.]")
         self._finish(call, result)
+        self._running = None
         return "submitted" if result.finished else None
 
     def _complete(self) -> Message:
@@ -229,6 +236,14 @@ class Agent:
     def _finish(self, call: ToolCall, result: ToolResult) -> None:
         self.emit(ToolCallFinished(call, result))
         self._add(Message(role="tool", content=result.output, tool_call_id=call.id, name=call.name))
+
+    def _answer_interrupted(self) -> None:
+        """Answer the call Ctrl-C stopped while it ran: it did run, for a while, and may have changed things."""
+        if self._running is not None and self._running[0] in self.conversation.unanswered_calls():
+            call, started = self._running
+            self._finish(call, ToolResult.error(f"Interrupted by the user after {time.monotonic() - started:.1f} s "
+                                                "of running; it was stopped before it finished."))
+        self._running = None
 
     def _answer_unanswered(self, reason: str) -> None:
         for call in self.conversation.unanswered_calls():

@@ -2,6 +2,7 @@
 
 Every message is appended to a session file as it happens, so `--resume` can continue any session, even
 one that crashed. Ctrl-C cancels the running turn (and kills its command) and returns to the prompt.
+With a message piped to stdin instead, it answers that one message and leaves (see `piped_input`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from kcode.agent.approvals import ApprovalMode, Approvals
+from kcode.agent.approvals import ApprovalMode, Approvals, Approver
 from kcode.agent.conversation import Conversation
 from kcode.agent.events import Event
 from kcode.agent.loop import Agent
@@ -22,10 +23,11 @@ from kcode.checkpoints.steps import history_before
 from kcode.checkpoints.store import CheckpointError
 from kcode.commands.agent_setup import budget, checkpoints, compactor, guarded, new_conversation, sandbox
 from kcode.commands.checkpoints import print_checkpoints, restore_report
+from kcode.commands.piped_input import NobodyToAsk
 from kcode.config import Settings
 from kcode.errors import KcodeError
 from kcode.messages import user
-from kcode.sessions import SessionRecorder, SessionStore
+from kcode.sessions import LoadedSession, SessionRecorder, SessionStore
 from kcode.ui.approval_prompt import TerminalApprover
 from kcode.ui.render import ChatRenderer
 from kcode.ui.repl_input import ReplInput
@@ -44,7 +46,8 @@ HELP = """\
 /exit            leave (Ctrl-D does too)
 
 Enter sends; Esc-Enter (or a trailing \\) starts a new line; @path completes file names.
-Ctrl-C stops the agent's turn; at an empty prompt, Ctrl-D leaves."""
+Ctrl-C stops the agent's turn; at the prompt it keeps the text, twice clears it.
+Ctrl-D at an empty prompt leaves."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class ChatOptions:
     approval_mode: ApprovalMode
     resume: str | None = None
     """A session id (or a unique prefix); "last" picks this workspace's newest session."""
+    piped_message: str | None = None
+    """The message piped to stdin: answer it, then leave, asking nobody (see `piped_input`)."""
 
 
 class ChatSession:
@@ -64,9 +69,9 @@ class ChatSession:
         self.reload = reload
         self.renderer = ChatRenderer(console)
         self.store = SessionStore(settings.data_dir / "sessions")
-        self.repl = repl or ReplInput(settings.data_dir / "prompt-history", root=options.root,
-                                      toolbar=self._toolbar)
-        approver = TerminalApprover(console, suspend=self.renderer.suspended)
+        self._repl = repl
+        approver: Approver = TerminalApprover(console, suspend=self.renderer.suspended) \
+            if options.piped_message is None else NobodyToAsk()
         backend = make_backend(settings)
         self.recorder: SessionRecorder | None = None
         self.agent = Agent(backend, toolset, self._emit, conversation=new_conversation(options.root, toolset),
@@ -78,13 +83,18 @@ class ChatSession:
         self.checkpoints = self.agent.checkpoints = checkpoints(settings, options.root, self.recorder.id)
 
     def run(self) -> None:
-        """Read and answer messages until the user leaves."""
+        """Read and answer messages until the user leaves; a piped message alone, and no banner to read it."""
         session_id = self.recorder.id if self.recorder else ""
-        self.console.print(f"[bold]kcode[/] · {escape(self.settings.profile.model)} · {escape(str(self.options.root))}"
-                           f" · session {session_id}\n[dim]/help for commands, Ctrl-D to leave[/]")
+        if self.options.piped_message is None:
+            self.console.print(f"[bold]kcode[/] · {escape(self.settings.profile.model)} · "
+                               f"{escape(str(self.options.root))} · session {session_id}\n"
+                               "[dim]/help for commands, Ctrl-D to leave[/]")
         notice = backend_notice(self.settings)
         if notice is not None:
             self.console.print(f"[yellow]{escape(notice)}[/]")
+        if self.options.piped_message is not None:
+            self._turn(self.options.piped_message.strip())
+            return
         while True:
             try:
                 text = self.repl.read().strip()
@@ -103,6 +113,14 @@ class ChatSession:
                     self.console.print("[yellow]interrupted[/]")
                 continue
             self._turn(text)
+
+    @property
+    def repl(self) -> ReplInput:
+        """The prompt, made on first use: a chat answering a piped message has none (nor its tty warning)."""
+        if self._repl is None:
+            self._repl = ReplInput(self.settings.data_dir / "prompt-history", root=self.options.root,
+                                   toolbar=self._toolbar)
+        return self._repl
 
     def _turn(self, text: str) -> None:
         self.renderer.start_turn()
@@ -182,9 +200,8 @@ class ChatSession:
         self.console.print(f"Model: {escape(settings.profile.model)}")
 
     def _compact(self) -> None:
-        result = self.agent.compact(force=True)
-        if result is not None and result.problem is None:
-            self.console.print(f"[dim]Compacted: {result.tokens_before:,} → {result.tokens_after:,} tokens.[/]")
+        """The outcome is reported by the agent's own events (a `Compacted` line, or the problem), once."""
+        self.agent.compact(force=True)
 
     def _cost_line(self) -> str:
         spent = self.agent.budget
@@ -201,7 +218,7 @@ class ChatSession:
             return self._new_session()
         session_id = resume
         if resume == "last":
-            sessions = self.store.list(self.options.root)
+            sessions = [info for info in self.store.list(self.options.root) if info.first_user_message]
             if not sessions:
                 raise KcodeError(f"no session to resume in {self.options.root}; `kcode sessions` lists them")
             session_id = sessions[0].id
@@ -210,8 +227,17 @@ class ChatSession:
             raise KcodeError(f"session {loaded.info.id} was in {loaded.info.workspace}, not here; resume it there: "
                              f"kcode chat {loaded.info.workspace} --resume {loaded.info.id}")
         self.agent.conversation = Conversation(loaded.messages)
+        self._carry_usage(loaded)
         self.console.print(f"[dim]Resumed session {loaded.info.id}: {loaded.info.message_count} messages.[/]")
         return self.store.recorder(loaded.info.id)
+
+    def _carry_usage(self, loaded: LoadedSession) -> None:
+        """Count on from the resumed session's tokens and cost, so the toolbar and /cost cover all of it."""
+        spent = self.agent.budget
+        spent.total_tokens = loaded.total_tokens
+        if spent.cost_usd is not None and loaded.cost_usd is not None:
+            spent.cost_usd = loaded.cost_usd
+        self.renderer.set_session_cost(spent.cost_usd)
 
     def _new_session(self) -> SessionRecorder:
         recorder = self.store.create(self.options.root, self.settings.profile.model)

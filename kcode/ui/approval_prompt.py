@@ -22,6 +22,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
+from rich.table import Table
 from rich.text import Text
 
 from kcode.agent.approvals import ApprovalRequest, Decision
@@ -106,13 +107,15 @@ class TerminalApprover:
         return self.console.input(Text(prompt, style="bold"))
 
 
-def _choices(always_scope: str, *, once: bool) -> Text:
+def _choices(always_scope: str, *, once: bool) -> Table:
+    """The answers as a grid, so a meaning too long for the line wraps under itself, not under its key."""
     rows = [("y", "yes, this once" if once else "yes"), ("a", f"yes, and allow {always_scope}"), ("n", "no"),
             ("f", "no, and tell kcode what to do instead")]
     if once:  # a destructive command, or leaving the sandbox: asked about every time
         del rows[1]
-    text = Text()
-    for index, (key, meaning) in enumerate(rows):
-        text.append(("\n" if index else "") + f"  {key}  ", style="bold")
-        text.append(meaning)
-    return text
+    grid = Table.grid(padding=(0, 2), pad_edge=True)
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    for key, meaning in rows:
+        grid.add_row(key, meaning)
+    return grid

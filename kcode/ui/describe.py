@@ -154,7 +154,9 @@ def result_summary(call: ToolCall, result: ToolResult, max_chars: int = 100) -> 
     exit_code = result.data.get("exit_code")
     if isinstance(exit_code, int) and exit_code != 0:
         parts.append(f"exit {exit_code}")
-    count = line_count(result.output)
+    count = result.data.get("output_lines")  # bash's count leaves out its status line and `[no output]`
+    if not isinstance(count, int):
+        count = line_count(result.output)
     parts.append("no output" if count == 0 else f"{count} line{'s' if count != 1 else ''}")
     return " · ".join(parts)
 

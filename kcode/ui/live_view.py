@@ -50,6 +50,10 @@ class LiveView:
         self._spinner = Spinner("dots", style="cyan")
         self._since = since
 
+    def leave_out(self, seconds: float) -> None:
+        """Leave `seconds` out of the wait shown: the time a question to the user took is not time the work took."""
+        self._since += seconds
+
     def idle(self) -> None:
         self._activity = None
 

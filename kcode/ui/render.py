@@ -108,6 +108,10 @@ class ChatRenderer:
         self._tally = _TurnTally(cost_at_start_usd=self._session_cost_usd)
         self._wait("Thinking")
 
+    def set_session_cost(self, cost_usd: float | None) -> None:
+        """The cost already spent by a resumed session, so the next turn's own cost leaves it out."""
+        self._session_cost_usd = cost_usd
+
     def close(self) -> None:
         """Print whatever was streamed and clear the live region: for a turn cut short by ctrl-c."""
         self._flush_stream()
@@ -120,9 +124,11 @@ class ChatRenderer:
         was_live = self._live is not None
         self._stop_live()
         self._header_call_id = None  # the prompt comes between a call's header and its result
+        asked_at = self.console.get_time()
         try:
             yield
         finally:
+            self._view.leave_out(self.console.get_time() - asked_at)  # the spinner times the work, not the user
             if was_live:
                 self._start_live()
 
@@ -167,7 +173,7 @@ class ChatRenderer:
         self._header_call_id = None
         body = self._result_body(call, result)
         gutter = Text()
-        for index, line in enumerate(body.split("\n")):
+        for index, line in enumerate(body.split("\n", allow_blank=True)):  # a blank line in output is kept
             gutter.append(_GUTTER_FIRST if index == 0 else "\n" + _GUTTER_REST, style="dim")
             gutter.append_text(line)
         self.console.print(gutter, no_wrap=True, overflow="ellipsis", crop=True)

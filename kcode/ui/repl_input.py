@@ -1,11 +1,13 @@
 """The chat's input line: a prompt_toolkit prompt with saved history, multi-line entry and completion.
 
 Keys: Enter sends. Esc then Enter (Alt-Enter in most terminals), Ctrl-J, or a backslash typed at the end
-of a line before Enter start a new line instead; pasted text keeps its newlines. Ctrl-C clears the line,
-and on an empty line raises KeyboardInterrupt (the chat decides what that means); Ctrl-D on an empty line
-raises EOFError (the chat exits). Completion pops up as you type: slash commands at the start of the
-line, and paths after `@`, relative to the workspace root (the text stays as typed; `@src/app.py`
-simply names the file to the model).
+of a line before Enter start a new line instead; pasted text keeps its newlines. Ctrl-C, as in a shell,
+never loses a typed request by accident: the first closes the completion menu and keeps the text, a second
+in a row clears it, and on an empty line it raises KeyboardInterrupt (the chat decides what that means);
+Ctrl-D on an empty line raises EOFError (the chat exits). A completion chosen with Tab is already in the
+text, so Enter sends it; only a directory (`@src/`) stays open for the rest of its path. Completion pops
+up as you type: slash commands at the start of the line, and paths after `@`, relative to the workspace
+root (the text stays as typed; `@src/app.py` simply names the file to the model).
 """
 
 from __future__ import annotations
@@ -111,9 +113,8 @@ def _key_bindings() -> KeyBindings:
         buffer = event.current_buffer
         state = buffer.complete_state
         if state is not None and state.current_completion is not None:
-            # Enter takes the chosen completion; only a finished slash command goes straight out.
             buffer.complete_state = None
-            if not _is_slash_command(buffer.text):
+            if state.current_completion.text.endswith("/"):  # a directory: the path goes on
                 return
         if buffer.document.text_before_cursor.endswith("\\"):
             buffer.delete_before_cursor()
@@ -127,11 +128,14 @@ def _key_bindings() -> KeyBindings:
         event.current_buffer.newline(copy_margin=False)
 
     @bindings.add("c-c")
-    def _clear(event: KeyPressEvent) -> None:
-        if event.current_buffer.text:
-            event.current_buffer.reset()
-        else:
+    def _interrupt(event: KeyPressEvent) -> None:
+        buffer = event.current_buffer
+        if not buffer.text:
             event.app.exit(exception=KeyboardInterrupt, style="class:aborting")
+        elif event.is_repeat:  # the second Ctrl-C in a row
+            buffer.reset()
+        else:
+            buffer.complete_state = None  # closes the menu and keeps the text, a chosen completion included
 
     return bindings
 

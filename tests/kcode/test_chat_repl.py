@@ -153,7 +153,7 @@ def test_slash_commands(repo: Path, tmp_path: Path, openai_server: ScriptedServe
     _say(child, "/cost")
     _expect(child, "15 tokens")
     _say(child, "/compact")
-    _expect(child, "Compacted:")
+    _expect(child, "compacted the conversation")
     summary_request = openai_server.chat_requests[1].body
     assert "tools" not in summary_request and "hello" in json.dumps(summary_request["messages"])
     _say(child, "/model other-model")

@@ -59,6 +59,18 @@ def test_context_tokens_trust_the_api_count_and_estimate_only_what_came_after() 
     assert context_tokens(conversation, []) == estimate_message_tokens(user("short"))
 
 
+def test_a_count_far_below_our_estimate_is_not_trusted_and_compaction_reports_a_shrink() -> None:
+    history = long_history(2, 200, text="t" * 2000)
+    conversation = Conversation(history)
+    conversation.note_usage(15)  # a server that reports the same usage whatever it is sent
+    own = sum(estimate_message_tokens(m) for m in history)
+    assert context_tokens(conversation, []) == own
+
+    backend = ScriptedBackend([[TextDelta("They discussed the parser."), Usage(10, 5)]])
+    result = Compactor(backend).compact(conversation, [], force=True)
+    assert result.problem is None and result.tokens_before == own > result.tokens_after
+
+
 def test_elision_comes_first_and_keeps_the_newest_outputs_whole() -> None:
     backend = ScriptedBackend([])  # any summary request would fail the test
     compactor = Compactor(backend, CompactionSettings(keep_recent_outputs=3))

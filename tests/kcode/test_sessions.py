@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kcode.agent.conversation import Conversation
-from kcode.agent.events import Compacted, Event, MessageAdded
+from kcode.agent.events import Compacted, Event, MessageAdded, UsageReport
 from kcode.agent.loop import Agent
 from kcode.messages import Message, system, user
 from kcode.sessions import SessionError, SessionStore
@@ -120,6 +120,16 @@ def test_resume_appends_to_the_same_file(store: SessionStore, tmp_path: Path) ->
 
     assert resumed.path == recorder.path
     assert [m.content for m in store.load(recorder.id).messages] == ["one", "two"]
+
+
+def test_the_last_usage_totals_are_loaded_with_the_session(store: SessionStore, tmp_path: Path) -> None:
+    recorder = store.create(tmp_path, "m")
+    recorder(MessageAdded(user("one")))
+    recorder(UsageReport(prompt_tokens=900, completion_tokens=100, total_tokens=1000, cost_usd=0.25))
+    recorder(UsageReport(prompt_tokens=1200, completion_tokens=34, total_tokens=2234, cost_usd=0.5))
+    loaded = store.load(recorder.id)
+    assert (loaded.total_tokens, loaded.cost_usd) == (2234, 0.5)
+    assert store.load(store.create(tmp_path, "m").id).total_tokens == 0
 
 
 def test_a_compaction_is_replayed_on_load(store: SessionStore, tmp_path: Path) -> None:

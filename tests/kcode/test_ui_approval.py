@@ -73,6 +73,16 @@ def test_command_question_shows_the_command_and_what_always_allows() -> None:
     assert "  f  no, and tell kcode what to do instead" in text
 
 
+def test_a_long_always_line_wraps_under_its_meaning_at_80_columns() -> None:
+    console = Console(file=io.StringIO(), width=80, force_terminal=False, color_system=None)
+    request = ApprovalRequest(command_request().call, "command", {"command": "pytest -q"},
+                              "commands starting with `python -m pytest tests/kcode` for the rest of this session")
+    TerminalApprover(console, ask=Script("y")).decide(request)
+    lines = output(console).splitlines()
+    start = lines.index("  a  yes, and allow commands starting with `python -m pytest tests/kcode` for")
+    assert lines[start + 1] == "     the rest of this session"
+
+
 def test_a_tool_kcode_does_not_know_shows_its_arguments() -> None:
     console = plain_console()
     arguments = {"url": "https://example.com"}

@@ -216,6 +216,7 @@ def test_spinner_counts_seconds_on_the_injected_clock_and_steps_aside_for_a_prom
     now[0] = 107.0
     with render.suspended():
         console.print("Approve?")
+        now[0] = 137.0  # the user took 30 s to answer: not counted
     render(Notice("printed above the live region, which is back"))
     render.close()
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console.file.getvalue())  # type: ignore[attr-defined]

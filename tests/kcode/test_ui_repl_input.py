@@ -67,8 +67,10 @@ def test_newline_keys_make_multiline_messages(newline: str, tmp_path: Path, work
     assert typed(f"first{newline}second\r", tmp_path / "history", workspace) == "first\nsecond"
 
 
-def test_ctrl_c_clears_the_line_and_on_an_empty_line_interrupts(tmp_path: Path, workspace: Path) -> None:
-    assert typed("never mind\x03real message\r", tmp_path / "history", workspace) == "real message"
+def test_ctrl_c_keeps_the_line_a_second_clears_it_and_on_an_empty_line_interrupts(tmp_path: Path,
+                                                                                    workspace: Path) -> None:
+    assert typed("keep this\x03 line\r", tmp_path / "history", workspace) == "keep this line"
+    assert typed("never mind\x03\x03real message\r", tmp_path / "history", workspace) == "real message"
     with pytest.raises(KeyboardInterrupt):
         typed("\x03", tmp_path / "history", workspace)
 
@@ -110,8 +112,18 @@ def test_tab_then_enter_runs_a_slash_command(tmp_path: Path, workspace: Path) ->
     assert typed_slowly(["/comp", "\t", "\r"], tmp_path / "history", workspace) == "/compact"
 
 
-def test_enter_on_a_chosen_path_keeps_editing(tmp_path: Path, workspace: Path) -> None:
-    keys = ["read @src/ma", "\t", "\r", " please\r"]
+def test_enter_after_tab_sends_the_completed_request(tmp_path: Path, workspace: Path) -> None:
+    keys = ["read @src/ma", "\t", "\r"]
+    assert typed_slowly(keys, tmp_path / "history", workspace) == "read @src/main.py"
+
+
+def test_enter_on_a_chosen_directory_keeps_editing(tmp_path: Path, workspace: Path) -> None:
+    keys = ["read @sr", "\t", "\r", "main.py\r"]
+    assert typed_slowly(keys, tmp_path / "history", workspace) == "read @src/main.py"
+
+
+def test_ctrl_c_after_tab_keeps_the_completed_text(tmp_path: Path, workspace: Path) -> None:
+    keys = ["read @src/ma", "\t", "\x03", " please\r"]
     assert typed_slowly(keys, tmp_path / "history", workspace) == "read @src/main.py please"
 
 
@@ -143,4 +155,27 @@ def test_prompt_works_in_a_real_terminal(tmp_path: Path, workspace: Path) -> Non
     child.send("two\x1b\rlines")
     child.send("\r")
     child.expect(r"GOT 'two\\nlines'")
+    child.expect(pexpect.EOF)
+
+
+def test_tab_enter_sends_and_ctrl_c_keeps_the_text_in_a_real_terminal(tmp_path: Path, workspace: Path) -> None:
+    script = tmp_path / "repl.py"
+    script.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from kcode.ui.repl_input import ReplInput
+        repl = ReplInput(Path({str(tmp_path / "history")!r}), root=Path({str(workspace)!r}), toolbar=lambda: "ready")
+        print("GOT", repr(repl.read()))
+        print("GOT", repr(repl.read()))
+    """))
+    child = pexpect.spawn(sys.executable, [str(script)], cwd=str(ROOT), dimensions=(24, 100), encoding="utf-8",
+                          timeout=20)
+    for typed_keys, sent in ((["read @src/ma", "\t", "\r"], "read @src/main.py"),
+                             (["fix the test", "\x03", " please", "\r"], "fix the test please")):
+        child.expect_exact("\x1b[6n")
+        child.send("\x1b[1;1R")
+        child.expect("ready")
+        for keys in typed_keys:
+            child.send(keys)
+            time.sleep(0.3)  # completions are computed in the background
+        child.expect_exact(f"GOT {sent!r}")
     child.expect(pexpect.EOF)

@@ -74,7 +74,8 @@ def test_parsed_arguments_are_accepted_too(toolset: Toolset, tmp_path: Path) -> 
     ("name", "arguments", "expected"),
     [
         ("wirte", "{}", "There is no tool named 'wirte'. Available tools: write, submit."),
-        ("write", '{"path": "a.txt", "text": ', "invalid JSON (Expecting value at line 1 column 27)"),
+        ("write", '{"path": "a.txt", "text": ', "invalid JSON (Expecting value: line 1 column 27)"),
+        ("write", '{"path": "a.txt", "text": "hi', "(Unterminated string starting at: line 1 column 27)"),
         ("write", "[1, 2]", "expected a JSON object, got list"),
         ("write", '{"path": "a.txt"}', "missing required argument 'text'"),
         ("write", '{"path": "a", "text": "t", "colour": 1}', "unexpected argument 'colour' (allowed: path, text"),
