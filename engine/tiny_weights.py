@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from engine.config import ModelConfig
 from engine.errors import TinyCheckpointError
@@ -213,7 +213,7 @@ def _save_shards(root: Path, tensors: dict[str, torch.Tensor], shards: int) -> N
     Consecutive runs can split a weight from its scale, as real shards sometimes do.
     """
     if shards == 1:
-        save_file(tensors, root / "model.safetensors", metadata={"format": "pt"})
+        _write_safetensors(root / "model.safetensors", tensors)
         return
     names = list(tensors)
     if shards > len(names):
@@ -223,8 +223,14 @@ def _save_shards(root: Path, tensors: dict[str, torch.Tensor], shards: int) -> N
     weight_map: dict[str, str] = {}
     for i, group in enumerate(groups):
         file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        save_file(group, root / file, metadata={"format": "pt"})
+        _write_safetensors(root / file, group)
         weight_map.update(dict.fromkeys(group, file))
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (root / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write like the JSON files beside it, so every file of the checkpoint gets the same umask-derived mode
+    (safetensors' own `save_file` goes through a private 0600 temporary file)."""
+    path.write_bytes(save(tensors, metadata={"format": "pt"}))
