@@ -63,12 +63,17 @@ def load_dataset(path: Path) -> list[Instance]:
         raise HarnessError(f"dataset {path} does not exist")
     rows = _read_rows(path)
     instances = [_instance(row, index, path) for index, row in enumerate(rows)]
-    seen: set[str] = set()
-    for instance in instances:
-        if instance.instance_id in seen:
-            raise HarnessError(f"{path}: instance {instance.instance_id} appears twice")
-        seen.add(instance.instance_id)
+    refuse_repeats([instance.instance_id for instance in instances], path, "instance")
     return instances
+
+
+def refuse_repeats(ids: Sequence[str], path: Path, kind: str) -> None:
+    """HarnessError naming the first id that `path` holds twice: results are filed by id."""
+    seen: set[str] = set()
+    for item in ids:
+        if item in seen:
+            raise HarnessError(f"{path}: {kind} {item} appears twice")
+        seen.add(item)
 
 
 def select_instances(instances: Sequence[Instance], ids: Iterable[str] = (), *, pattern: str | None = None,

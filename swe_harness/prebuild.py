@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from swe_harness.dataset import Instance
-from swe_harness.environment import INTERPRETER_VARIABLES, ensure_environment
+from swe_harness.environment import ensure_environment
 from swe_harness.environment_specs import environment_spec
 from swe_harness.errors import HarnessError
 from swe_harness.report import ERROR_FILE, INSTANCES_DIR, REPORT_FILE
-from swe_harness.repos import find_mirror, git_env
-from swe_harness.testbed import TestbedOptions
+from swe_harness.repos import find_mirror
+from swe_harness.testbed import TestbedOptions, instance_environ
 from swe_harness.workers import Cancellation, map_unordered
 
 BuildStatus = Literal["built", "cached", "failed"]
@@ -60,8 +60,7 @@ def build_environments(instances: Sequence[Instance], options: TestbedOptions, *
     groups: dict[tuple[str, str, str], list[Instance]] = {}
     for instance in instances:
         groups.setdefault((instance.repo, instance.version, instance.environment_setup_commit), []).append(instance)
-    environ = git_env(base={name: value for name, value in options.base_env.items()
-                            if name not in INTERPRETER_VARIABLES})
+    environ = instance_environ(options)
 
     def build(group: list[Instance]) -> EnvironmentStatus:
         status = _build_one(group, options, environ)

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from kcode.isolated_git import git_env
 from swe_harness.errors import HarnessError
 
 SAFE_CONFIG: tuple[str, ...] = (
@@ -35,14 +36,6 @@ _STDERR_CHARS = 600
 
 class GitError(HarnessError):
     """A git command failed or ran out of time; the message names the command and git's own words."""
-
-
-def git_env(extra: Mapping[str, str] | None = None, *, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`base` (default: the caller's environment) without `GIT_*` variables and with the system and global git
-    config off, so nobody's hooks, aliases or `apply.whitespace` change what git does to a workspace."""
-    env = {key: value for key, value in (os.environ if base is None else base).items() if not key.startswith("GIT_")}
-    env |= {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
-    return env | dict(extra or {})
 
 
 def run_git(args: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,

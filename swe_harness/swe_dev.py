@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from swe_harness.dataset import Instance
+from swe_harness.dataset import Instance, refuse_repeats
 from swe_harness.errors import HarnessError
 from swe_harness.repos import find_mirror, run_git
 from swe_harness.testbed import TestbedOptions
@@ -76,11 +76,7 @@ def load_tasks(path: Path) -> list[SweDevTask]:
     if not records:
         raise HarnessError(f"{path} holds no SWE-Dev task")
     tasks = [_task(record, where) for where, record in records]
-    seen: set[str] = set()
-    for task in tasks:
-        if task.task_id in seen:
-            raise HarnessError(f"{path}: task {task.task_id} appears twice")
-        seen.add(task.task_id)
+    refuse_repeats([task.task_id for task in tasks], path, "task")
     return tasks
 
 

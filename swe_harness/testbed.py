@@ -16,12 +16,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from kcode.isolated_git import git_env
 from swe_harness.dataset import Instance
 from swe_harness.environment import INTERPRETER_VARIABLES, Environment, activate, ensure_environment, interpreter_home
 from swe_harness.environment_specs import EnvironmentSpec, environment_spec
 from swe_harness.errors import HarnessError, InstanceError
 from swe_harness.network import isolated, prefix_needs
-from swe_harness.repos import find_mirror, git_env
+from swe_harness.repos import find_mirror
 from swe_harness.workspace import commit_setup_state, prepare_workspace
 from tools.sandbox import Sandbox, SandboxPolicy, sandbox_for
 
@@ -122,13 +123,19 @@ def open_testbed(instance: Instance, options: TestbedOptions, log_dir: Path) -> 
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def instance_environ(options: TestbedOptions) -> dict[str, str]:
+    """What every command of an instance starts from: the options' environment, less what would make a venv's
+    Python look elsewhere, with git isolated from the user's configuration."""
+    return git_env(base={name: value for name, value in options.base_env.items()
+                         if name not in INTERPRETER_VARIABLES})
+
+
 def _make(instance: Instance, options: TestbedOptions, scratch: Path, log_dir: Path, started: float) -> Testbed:
     spec = environment_spec(instance.repo, instance.version, options.extra_specs)
     mirror = find_mirror(options.repos_dir, instance.repo, clone_missing=options.clone_missing)
     workspace = scratch / instance.repo.split("/")[-1]
     prepare_workspace(mirror, instance.base_commit, workspace)
-    base_env = git_env(base={name: value for name, value in options.base_env.items()
-                             if name not in INTERPRETER_VARIABLES})
+    base_env = instance_environ(options)
     log_dir.mkdir(parents=True, exist_ok=True)
     environment = ensure_environment(spec, mirror, instance.environment_setup_commit, options.cache_dir,
                                      log=log_dir / "environment.log", environ=base_env)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kcode.errors import KcodeError
+from kcode.isolated_git import git_env
 from kcode.workspace_diff import JUNK_PATTERNS
 
 MAX_FILE_BYTES = 5 * 2**20
@@ -232,12 +233,10 @@ class CheckpointStore:
             yield
 
     def _env(self, index: Path, *, literal: bool = False) -> dict[str, str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
-        env |= {"GIT_DIR": str(self._git_dir), "GIT_WORK_TREE": str(self.workspace), "GIT_INDEX_FILE": str(index),
-                "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0",
-                "GIT_AUTHOR_NAME": "kcode", "GIT_AUTHOR_EMAIL": "kcode@localhost",
-                "GIT_COMMITTER_NAME": "kcode", "GIT_COMMITTER_EMAIL": "kcode@localhost"}
-        return env | ({"GIT_LITERAL_PATHSPECS": "1"} if literal else {})
+        return git_env({"GIT_DIR": str(self._git_dir), "GIT_WORK_TREE": str(self.workspace),
+                        "GIT_INDEX_FILE": str(index), "GIT_AUTHOR_NAME": "kcode", "GIT_AUTHOR_EMAIL": "kcode@localhost",
+                        "GIT_COMMITTER_NAME": "kcode", "GIT_COMMITTER_EMAIL": "kcode@localhost",
+                        **({"GIT_LITERAL_PATHSPECS": "1"} if literal else {})})
 
     def _git(self, args: list[str], *, stdin: bytes | None = None, literal: bool = False,
              index: Path | None = None, bare: bool = False) -> bytes:

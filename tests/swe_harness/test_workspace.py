@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from kcode.isolated_git import git_env
 from swe_harness.errors import HarnessError
-from swe_harness.repos import git_env, run_git
+from swe_harness.repos import run_git
 from swe_harness.workspace import PruneError, commit_setup_state, prepare_workspace, verify_pruned, workspace_diff
 
 IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
