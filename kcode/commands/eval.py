@@ -161,7 +161,7 @@ def with_progress(selection: Selection, total: int, verdicts: Sequence[str], tit
 
 
 def finish_line(selection: Selection, record: dict[str, Any], message: str, stdout: TextIO, stderr: TextIO) -> None:
-    """The command's last word: `record` as a JSON line on stdout with --json, else `message` on stderr."""
+    """A line for whoever runs the command: `record` as JSON on stdout with --json, else `message` on stderr."""
     if selection.json_events:
         stdout.write(json.dumps(record) + "\n")
         stdout.flush()

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TextIO
 
-from kcode.commands.eval import EvalExit, Selection, eval_grade, eval_run
+from kcode.commands.eval import EvalExit, Selection, eval_grade, eval_run, finish_line
 from kcode.config import Settings
 from swe_harness.run import PREDICTIONS_FILE
 from swe_harness.runs_report import RunsReport, compare_runs, load_runs, report_document
@@ -33,8 +33,8 @@ def eval_runs(selection: Selection, settings: Settings, *, runs: int, max_steps:
     exits: list[EvalExit] = []
     for number in range(1, runs + 1):
         run = replace(selection, output=selection.output / f"run-{number}")
-        _announce({"type": "run_started", "run": number, "runs": runs, "output": str(run.output)},
-                  f"run {number} of {runs} into {run.output}", selection.json_events, stdout, stderr)
+        finish_line(selection, {"type": "run_started", "run": number, "runs": runs, "output": str(run.output)},
+                    f"run {number} of {runs} into {run.output}", stdout, stderr)
         exits.append(eval_run(run, settings, max_steps=max_steps, environ=environ, stdout=stdout, stderr=stderr))
         predictions = run.output / PREDICTIONS_FILE
         predictions.touch()  # every instance may have ended in an error: then there is nothing to grade
@@ -59,10 +59,3 @@ def spread_text(report: RunsReport) -> str:
     lines.append(f"resolved rate: mean {report.mean_resolved_rate:.1%} {spread}")
     return "".join(f"{line}\n" for line in lines)
 
-
-def _announce(record: dict[str, object], message: str, json_events: bool, stdout: TextIO, stderr: TextIO) -> None:
-    if json_events:
-        stdout.write(json.dumps(record) + "\n")
-        stdout.flush()
-    else:
-        stderr.write(f"kcode eval: {message}\n")
