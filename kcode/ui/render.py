@@ -173,7 +173,7 @@ class ChatRenderer:
         self._header_call_id = None
         body = self._result_body(call, result)
         gutter = Text()
-        for index, line in enumerate(body.split("\n", allow_blank=True)):  # a blank line in output is kept
+        for index, line in enumerate(body.split("\n")):
             gutter.append(_GUTTER_FIRST if index == 0 else "\n" + _GUTTER_REST, style="dim")
             gutter.append_text(line)
         self.console.print(gutter, no_wrap=True, overflow="ellipsis", crop=True)
