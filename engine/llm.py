@@ -4,57 +4,36 @@
 Shapes loosely follow vLLM's offline API: `generate` returns one `RequestOutput` per prompt, with the
 completion at `outputs[0]` (`out.outputs[0].text`, as in vLLM) and, flatter, `out.text`, `out.token_ids` and
 `out.finish_reason`. `chat` returns an OpenAI `chat.completion` dict and `chat_stream` yields
-`chat.completion.chunk` dicts, ending with a chunk that carries `finish_reason` and then a usage chunk
-(`choices: []`), as the OpenAI API does with `stream_options.include_usage`. Without `sampling_params` all
-three use vLLM's defaults, `SamplingParams()`: temperature 1 and at most 16 new tokens.
+`chat.completion.chunk` dicts (see `engine.responses`). Without `sampling_params` all three use vLLM's
+defaults, `SamplingParams()`: temperature 1 and at most 16 new tokens.
 
-Tool calls the model writes are parsed on token ids. A call whose arguments are not a JSON object, or were
-cut off, is still returned with its raw arguments, as the OpenAI API may do: the client validates them and
-can tell the model (kcode's toolset answers such a call with an error). Format slips that leave no call
-(a header that is not `functions.NAME:IDX`, stray text between calls) are listed under the choice's
-non-standard `problems` key; none of this ever raises.
+Everything runs on one `EngineCore`: `generate`'s prompts are batched continuously, and streams opened with
+`chat_stream` in the same thread advance together, each step serving every live request. `kcode serve`
+drives the same core from its own thread through `start` and `step` (`engine.service`).
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from engine.chat_format import render_ids
-from engine.errors import CheckpointError, ModelInputError, SamplingParamsError
-from engine.generate import (
-    PREFILL_CHUNK_TOKENS,
-    FinishReason,
-    OutputWatcher,
-    Request,
-    StopStrings,
-    TextOutput,
-    TokenEvent,
-    check_prefill_chunk_tokens,
-    generate_tokens,
-)
+from engine.core import CacheOptions, CoreStats, EngineCore, check_cache_fits
+from engine.errors import CheckpointError, ModelInputError, RequestError, SamplingParamsError
 from engine.loader import load_config, load_model
 from engine.models.deepseek_v3 import AttentionForm, MoeForm
+from engine.responses import ChatResponse, CompletionResponse, Response
 from engine.sampling import SamplingParams
+from engine.sequence import FinishReason, Request
 from engine.tokenizer import Tokenizer
-from engine.tool_calls import (
-    ArgumentsDelta,
-    ContentDelta,
-    ParsedMessage,
-    ParseEvent,
-    ToolCallParser,
-    ToolCallStart,
-)
 
 Prompt = str | Sequence[int]
-ChatFinishReason = Literal["stop", "length", "tool_calls"]
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+DEFAULT_CACHE_TOKENS = 65536
 
 
 @dataclass(frozen=True)
@@ -91,7 +70,7 @@ class RequestOutput:
 
 
 class LLM:
-    """A loaded checkpoint ready to generate: model, tokenizer, eos ids and context length."""
+    """A loaded checkpoint ready to generate: model, tokenizer, eos ids, context length and the engine core."""
 
     def __init__(
         self,
@@ -103,12 +82,15 @@ class LLM:
         moe: MoeForm = "grouped",
         keep_fp8: bool = False,
         max_model_len: int | None = None,
-        prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS,
+        cache_tokens: int | None = None,
+        block_size: int = 16,
+        max_num_seqs: int = 64,
+        max_num_batched_tokens: int = 1024,
+        enable_prefix_caching: bool = True,
     ) -> None:
         """`max_model_len` caps prompt plus output (default: the config's `max_position_embeddings`).
-        `prefill_chunk_tokens` bounds the prompt columns per prefill pass, and with them the attention scores'
-        memory: [batch, heads, chunk, prompt] instead of [batch, heads, prompt, prompt]."""
-        check_prefill_chunk_tokens(prefill_chunk_tokens)
+        The rest size the paged latent cache and the scheduler (see `engine.core.CacheOptions`);
+        `cache_tokens` defaults to the larger of `max_model_len` and 65,536."""
         root, torch_dtype = Path(path), _torch_dtype(dtype)
         self.tokenizer = Tokenizer.from_dir(root)
         config = load_config(root)  # everything checkable is checked before the weights load, which can take hours
@@ -121,51 +103,109 @@ class LLM:
                 f"max_model_len must be in 2..{config.max_position_embeddings} (max_position_embeddings), "
                 f"got {max_model_len}"
             )
-        self.model = load_model(root, dtype=torch_dtype, device=device, keep_fp8=keep_fp8, attention=attention, moe=moe)
         self.max_model_len = max_model_len or config.max_position_embeddings
-        self.prefill_chunk_tokens = prefill_chunk_tokens
+        options = CacheOptions(
+            cache_tokens=cache_tokens or max(self.max_model_len, DEFAULT_CACHE_TOKENS),
+            block_size=block_size,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            enable_prefix_caching=enable_prefix_caching,
+        )
+        check_cache_fits(options, self.max_model_len)
+        self.model = load_model(root, dtype=torch_dtype, device=device, keep_fp8=keep_fp8, attention=attention, moe=moe)
         self.path = root
         self.model_name = root.name
         self.eos_ids = frozenset(self.tokenizer.eos_ids) | frozenset(config.eos_token_ids)
+        self.core = EngineCore(
+            self.model, options, eos_ids=self.eos_ids, max_model_len=self.max_model_len,
+            sampled_vocab=self.tokenizer.vocab_size,  # only ids the tokenizer can decode, should the model pad past it
+        )
+        self._live: dict[int, Response] = {}
         self._next_request = 0
 
-    # ---- plain completion ------------------------------------------------------------------------------
+    # ---- requests on the shared core -------------------------------------------------------------------
+
+    def chat_response(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        sampling_params: SamplingParams | None = None,
+        *,
+        model_name: str | None = None,
+    ) -> ChatResponse:
+        """Render and check a chat request (bad input raises here) without starting it; see `start`."""
+        params = _params_list(sampling_params, 1)[0]
+        request = Request(tuple(render_ids(self.tokenizer, messages, tools)), params)
+        self.core.check(request)
+        return ChatResponse(self.tokenizer, request, model_name=model_name or self.model_name, tools=tools)
+
+    def completion_response(
+        self,
+        prompt: Prompt,
+        sampling_params: SamplingParams | None = None,
+        *,
+        model_name: str | None = None,
+        label: str = "the prompt",
+    ) -> CompletionResponse:
+        """Encode and check a completion request (bad input raises here, naming the prompt by `label`) without
+        starting it; see `start`. Prompt text is trusted like a rendered template: marker names in it become
+        their special ids."""
+        params = _params_list(sampling_params, 1)[0]
+        ids = self.tokenizer.encode_with_specials(prompt) if isinstance(prompt, str) else prompt
+        request = Request(tuple(ids), params)
+        self.core.check(request, label=label)
+        return CompletionResponse(self.tokenizer, request, model_name=model_name or self.model_name)
+
+    def start(self, response: Response) -> int:
+        """Queue a prepared request on the core; the next `step`s feed it. Returns its id, for `abort`."""
+        request_id = self.core.add(response.request, response)
+        self._live[request_id] = response
+        return request_id
+
+    def step(self) -> int:
+        """One forward pass for every live request; each response queues the chunks its token completed.
+        Returns how many tokens the step generated."""
+        events = self.core.step()
+        for event in events:
+            response = self._live[event.request_id]
+            response.on_token(event)
+            if response.finished:
+                del self._live[event.request_id]
+        return len(events)
+
+    def abort(self, request_id: int) -> None:
+        """Drop a started request; its cache blocks are free for the next step."""
+        self._live.pop(request_id, None)
+        self.core.abort(request_id)
+
+    def stats(self) -> CoreStats:
+        return self.core.stats()
+
+    # ---- offline use -----------------------------------------------------------------------------------
 
     def generate(
         self,
         prompts: Prompt | Sequence[Prompt],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
     ) -> list[RequestOutput]:
-        """Complete each prompt (text, or a list of token ids), all in one batch, in the order given.
+        """Complete each prompt (text, or a list of token ids), batched continuously, in the order given.
 
         Prompt text is trusted like a rendered template: marker names in it such as `<|im_end|>` become
         their special ids. One `SamplingParams` applies to every prompt; a list gives one per prompt.
         """
         batch = _prompt_list(prompts)
+        if not batch:
+            raise RequestError("no prompts given")
         params = _params_list(sampling_params, len(batch))
-        ids = [tuple(self.tokenizer.encode_with_specials(p)) if isinstance(p, str) else tuple(p) for p in batch]
-        requests = [Request(prompt, p) for prompt, p in zip(ids, params, strict=True)]
-        texts = [TextOutput(self.tokenizer, p) for p in params]
-        finals: dict[int, tuple[FinishReason, int | str | None]] = {}
-        outputs: list[list[int]] = [[] for _ in batch]
-        steps = self._generate_tokens(requests, texts)
-        for step in steps:
-            for event in step:
-                outputs[event.index].append(event.token_id)
-                if event.finish_reason is not None:
-                    finals[event.index] = (event.finish_reason, event.stop_reason)
-        results = []
-        for i, (prompt, request) in enumerate(zip(batch, requests, strict=True)):
-            completion = CompletionOutput(0, texts[i].finish(), tuple(outputs[i]), *finals[i])
-            text = prompt if isinstance(prompt, str) else None
-            results.append(RequestOutput(self._request_id(), text, request.prompt_token_ids, (completion,)))
-        return results
-
-    def _request_id(self) -> str:
-        self._next_request += 1
-        return str(self._next_request - 1)
-
-    # ---- chat ------------------------------------------------------------------------------------------
+        responses = [
+            self.completion_response(prompt, p, label=f"prompt {i}")
+            for i, (prompt, p) in enumerate(zip(batch, params, strict=True))
+        ]
+        for response in responses:
+            self.start(response)
+        while not all(r.finished for r in responses):
+            self.step()
+        return [self._request_output(p, r) for p, r in zip(batch, responses, strict=True)]
 
     def chat(
         self,
@@ -174,16 +214,11 @@ class LLM:
         sampling_params: SamplingParams | None = None,
     ) -> dict[str, Any]:
         """An OpenAI `chat.completion` for the conversation: the assistant's content and tool calls."""
-        run = self._start_chat(messages, tools, sampling_params)
-        for _ in run.advance():
-            pass
-        reason = run.finish()
-        choice = {"index": 0, "message": run.message().to_openai(), "logprobs": None, "finish_reason": reason}
-        return {
-            **run.header("chat.completion"),
-            "choices": [_with_problems(choice, run.output.problems)],
-            "usage": run.usage(),
-        }
+        response = self.chat_response(messages, tools, sampling_params)
+        self.start(response)
+        while not response.finished:
+            self.step()
+        return response.completion()
 
     def chat_stream(
         self,
@@ -191,158 +226,34 @@ class LLM:
         tools: Sequence[Mapping[str, Any]] | None = None,
         sampling_params: SamplingParams | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """OpenAI `chat.completion.chunk` dicts as the answer is generated: a role chunk, content and tool
-        call deltas, a chunk with `finish_reason`, then a usage chunk. Bad input raises here, not mid-stream."""
-        run = self._start_chat(messages, tools, sampling_params)
-        return self._stream(run)
+        """OpenAI `chat.completion.chunk` dicts as the answer is generated: a role chunk, content and tool call
+        deltas, a chunk with `finish_reason`, then a usage chunk. Bad input raises here, not mid-stream."""
+        response = self.chat_response(messages, tools, sampling_params)
+        return self._stream(response)
 
-    def _stream(self, run: _ChatRun) -> Iterator[dict[str, Any]]:
-        header = run.header("chat.completion.chunk")
-        yield _chunk(header, {"role": "assistant", "content": ""})
-        for _ in run.advance():
-            for delta in _deltas(run.output.take_events()):
-                yield _chunk(header, delta)
-        reason = run.finish()
-        for delta in _deltas(run.output.take_events()):
-            yield _chunk(header, delta)
-        final = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
-        yield {**header, "choices": [_with_problems(final, run.output.problems)]}
-        yield {**header, "choices": [], "usage": run.usage()}
+    def _stream(self, response: ChatResponse) -> Iterator[dict[str, Any]]:
+        request_id = self.start(response)
+        try:
+            while True:
+                chunks = response.take_chunks()
+                if chunks:  # another stream's step may add chunks while these are read: take again before leaving
+                    yield from chunks
+                elif response.finished:
+                    return
+                else:
+                    self.step()
+        finally:
+            if not response.finished:  # the caller stopped reading: free the sequence
+                self.abort(request_id)
 
-    def _start_chat(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        tools: Sequence[Mapping[str, Any]] | None,
-        sampling_params: SamplingParams | None,
-    ) -> _ChatRun:
-        params = _params_list(sampling_params, 1)[0]
-        prompt = tuple(render_ids(self.tokenizer, messages, tools))
-        output = _ChatOutput(self.tokenizer, params)
-        steps = self._generate_tokens([Request(prompt, params)], [output])
-        return _ChatRun(self.model_name, prompt, output, steps)
-
-    def _generate_tokens(
-        self, requests: Sequence[Request], watchers: Sequence[OutputWatcher]
-    ) -> Iterator[list[TokenEvent]]:
-        """Only ids the tokenizer can decode are sampled, should the model's vocabulary be padded past it."""
-        return generate_tokens(
-            self.model,
-            requests,
-            watchers,
-            eos_ids=self.eos_ids,
-            max_model_len=self.max_model_len,
-            sampled_vocab=self.tokenizer.vocab_size,
-            prefill_chunk_tokens=self.prefill_chunk_tokens,
+    def _request_output(self, prompt: Prompt, response: CompletionResponse) -> RequestOutput:
+        assert response.finish_reason is not None, "a finished response has a finish reason"
+        completion = CompletionOutput(
+            0, response.text, tuple(response.token_ids), response.finish_reason, response.stop_reason
         )
-
-
-class _ChatOutput:
-    """Watches one chat generation: tool calls through the parser, stop strings on the content only."""
-
-    def __init__(self, tokenizer: Tokenizer, params: SamplingParams) -> None:
-        self._parser = ToolCallParser(tokenizer)
-        self._stops = StopStrings(params.stop)
-        self._events: list[ParseEvent] = []
-        self.content = ""
-
-    def feed(self, token_id: int) -> str | None:
-        self._take(self._parser.feed(token_id))
-        return self._stops.matched
-
-    def finish(self) -> None:
-        """End of generation, however it ended: close what the parser has open, release held-back text."""
-        self._take(self._parser.finish())
-        self._release()
-
-    def take_events(self) -> list[ParseEvent]:
-        """Events since the last call, content already stop-string filtered."""
-        events, self._events = self._events, []
-        return events
-
-    @property
-    def problems(self) -> tuple[str, ...]:
-        return self._parser.message.problems
-
-    def message(self, *, cut_off: bool) -> ParsedMessage:
-        """The parsed message with the content stop strings left; it stopped unless `cut_off` by the budget
-        (a stop string stops it too, which the parser, seeing only stop ids, cannot know)."""
-        return replace(self._parser.message, content=self.content, stopped=not cut_off)
-
-    def _take(self, events: list[ParseEvent]) -> None:
-        for event in events:
-            if self._stops.matched is not None:
-                return  # everything after a stop string is dropped
-            if isinstance(event, ContentDelta):
-                self._content(self._stops.push(event.text))
-            else:
-                self._release()  # text before a marker is final: a stop string cannot span the marker
-                self._events.append(event)
-
-    def _release(self) -> None:
-        if self._stops.matched is None:
-            self._content(self._stops.flush())
-
-    def _content(self, text: str) -> None:
-        if text:
-            self.content += text
-            self._events.append(ContentDelta(text))
-
-
-class _ChatRun:
-    """One chat request in flight: its id and header, its token steps, and what they have produced."""
-
-    def __init__(
-        self, model_name: str, prompt: tuple[int, ...], output: _ChatOutput, steps: Iterator[list[TokenEvent]]
-    ) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
-        self.model_name = model_name
-        self.prompt = prompt
-        self.output = output
-        self._steps = steps
-        self._completion_tokens = 0
-        self._cut_off = False
-
-    def advance(self) -> Iterator[None]:
-        """Generate, pausing after each step so that a stream can send what the step produced."""
-        for step in self._steps:
-            self._completion_tokens += len(step)
-            self._cut_off = step[-1].finish_reason == "length"
-            yield
-
-    def finish(self) -> ChatFinishReason:
-        self.output.finish()
-        return self.message().finish_reason
-
-    def message(self) -> ParsedMessage:
-        return self.output.message(cut_off=self._cut_off)
-
-    def header(self, kind: str) -> dict[str, Any]:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model_name}
-
-    def usage(self) -> dict[str, int]:
-        prompt, completion = len(self.prompt), self._completion_tokens
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def _deltas(events: list[ParseEvent]) -> Iterator[dict[str, Any]]:
-    """OpenAI stream deltas: a call's id and name first (with empty arguments), then argument pieces."""
-    for event in events:
-        if isinstance(event, ContentDelta):
-            yield {"content": event.text}
-        elif isinstance(event, ToolCallStart):
-            function = {"name": event.name, "arguments": ""}
-            yield {"tool_calls": [{"index": event.index, "id": event.id, "type": "function", "function": function}]}
-        elif isinstance(event, ArgumentsDelta):
-            yield {"tool_calls": [{"index": event.index, "function": {"arguments": event.text}}]}
-
-
-def _chunk(header: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
-    return {**header, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
-
-
-def _with_problems(choice: dict[str, Any], problems: tuple[str, ...]) -> dict[str, Any]:
-    return {**choice, "problems": list(problems)} if problems else choice
+        text = prompt if isinstance(prompt, str) else None
+        self._next_request += 1
+        return RequestOutput(str(self._next_request - 1), text, response.request.prompt_token_ids, (completion,))
 
 
 def _torch_dtype(dtype: torch.dtype | str) -> torch.dtype:

@@ -14,8 +14,9 @@ R qk_rope_head_dim, N flattened tokens, E routed experts, K experts per token.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -182,56 +183,43 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.flatten(-2).to(x.dtype)
 
 
-# ---- latent KV cache -----------------------------------------------------------------------------------
+# ---- where attention reads its keys ---------------------------------------------------------------------
 
 
-class LatentCache:
-    """MLA's cache: per layer and token slot, the normalised latent [C] and the roped shared key [R].
+AttendKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(q_nope [B, S, H, nope], q_pe [B, S, H, R], latent [B, T, C], k_pe [B, T, R], allowed [B, S, T]) -> [B, S, H, v]."""
 
-    Sequences of a batch share slot numbers; `key_valid` marks the slots that hold real tokens, so left or
-    right padding costs slots but never attention. A forward pass `reserve`s its slots, each layer `store`s
-    into them, and `commit` makes them visible to the next pass.
+
+class AttentionContext(Protocol):
+    """One forward pass's keys: stores the new tokens' latents where later passes find them and runs the
+    attention kernel over every key each query may see. `DenseAttention` is the cacheless one; the paged
+    latent cache (`engine.paged_cache`) is the one generation uses."""
+
+    def attend(
+        self, layer: int, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor,
+        kernel: AttendKernel,
+    ) -> torch.Tensor:
+        """The new tokens' q_nope/q_pe [B, S, H, *] and latent/k_pe [B, S, *] -> attention output [B, S, H, v]."""
+        ...
+
+
+class DenseAttention:
+    """No cache: the pass attends over its own tokens, causally, skipping padding (`valid` [B, S] false).
+
+    A query always sees itself, so a padding query attends to itself rather than to nothing (a row of -inf
+    would turn into NaN); nothing attends to a padding key.
     """
 
-    def __init__(self, config: ModelConfig, batch_size: int, capacity: int, *, dtype: torch.dtype, device: Device):
-        layers = config.num_hidden_layers
-        self.latent = torch.zeros(layers, batch_size, capacity, config.kv_lora_rank, dtype=dtype, device=device)
-        self.k_rope = torch.zeros(layers, batch_size, capacity, config.qk_rope_head_dim, dtype=dtype, device=device)
-        self.key_valid = torch.zeros(batch_size, capacity, dtype=torch.bool, device=device)
-        self.length = 0
-        """Slots committed so far."""
+    def __init__(self, valid: torch.Tensor) -> None:
+        slot = torch.arange(valid.shape[1], device=valid.device)
+        causal = slot[None, :] <= slot[:, None]  # [S, T]
+        self.allowed = (valid[:, None, :] & causal) | torch.eye(len(slot), dtype=torch.bool, device=valid.device)
 
-    @property
-    def capacity(self) -> int:
-        return self.key_valid.shape[1]
-
-    def next_positions(self) -> torch.Tensor:
-        """[B] the position of each sequence's next token: its count of real tokens so far."""
-        return self.key_valid[:, : self.length].sum(dim=-1)
-
-    def reserve(self, valid: torch.Tensor) -> torch.Tensor:
-        """Claim slots for [B, S] new tokens; returns the validity [B, T] of every key they may see."""
-        batch, new = valid.shape
-        if batch != self.key_valid.shape[0]:
-            raise ModelInputError(f"cache holds {self.key_valid.shape[0]} sequences, got a batch of {batch}")
-        if self.length + new > self.capacity:
-            raise ModelInputError(f"cache full: {self.length} slots used + {new} new > capacity {self.capacity}")
-        self.key_valid[:, self.length : self.length + new] = valid
-        return self.key_valid[:, : self.length + new]
-
-    def store(self, layer: int, latent: torch.Tensor, k_rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write [B, S, C] / [B, S, R] into the reserved slots; returns all visible [B, T, C] / [B, T, R]."""
-        end = self.length + latent.shape[1]
-        self.latent[layer, :, self.length : end] = latent
-        self.k_rope[layer, :, self.length : end] = k_rope
-        return self.latent[layer, :, :end], self.k_rope[layer, :, :end]
-
-    def commit(self, new: int) -> None:
-        self.length += new
-
-    def keep_rows(self, rows: torch.Tensor) -> None:
-        """Keep only the sequences at batch `rows` [B'], in that order, so finished ones stop costing compute."""
-        self.latent, self.k_rope, self.key_valid = self.latent[:, rows], self.k_rope[:, rows], self.key_valid[rows]
+    def attend(
+        self, layer: int, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor,
+        kernel: AttendKernel,
+    ) -> torch.Tensor:
+        return kernel(q_nope, q_pe, latent, k_pe, self.allowed)
 
 
 # ---- attention -----------------------------------------------------------------------------------------
@@ -264,10 +252,8 @@ class MultiHeadLatentAttention(nn.Module):
             return self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
         return self.q_proj(x)
 
-    def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, allowed: torch.Tensor, cache: LatentCache | None
-    ) -> torch.Tensor:
-        """x [B, S, D], cos/sin [B, S, R/2], allowed [B, S, T] -> [B, S, D]."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, context: AttentionContext) -> torch.Tensor:
+        """x [B, S, D], cos/sin [B, S, R/2] -> [B, S, D]."""
         batch, new, _ = x.shape
         q = self._query(x).view(batch, new, self.heads, self.nope + self.rope)
         q_nope, q_pe = q.split([self.nope, self.rope], dim=-1)  # [B, S, H, nope], [B, S, H, R]
@@ -275,10 +261,8 @@ class MultiHeadLatentAttention(nn.Module):
         latent, k_pe = self.kv_a_proj_with_mqa(x).split([self.rank, self.rope], dim=-1)
         latent = self.kv_a_layernorm(latent)  # [B, S, C]
         k_pe = apply_rope(k_pe, cos, sin)  # [B, S, R], one key shared by all heads
-        if cache is not None:
-            latent, k_pe = cache.store(self.layer, latent, k_pe)  # [B, T, C], [B, T, R]
-        attend = self._plain if self.form == "plain" else self._absorbed
-        out = attend(q_nope, q_pe, latent, k_pe, allowed)  # [B, S, H, v]
+        kernel = self._plain if self.form == "plain" else self._absorbed
+        out = context.attend(self.layer, q_nope, q_pe, latent, k_pe, kernel)  # [B, S, H, v]
         return self.o_proj(out.flatten(2))
 
     def _softmax(self, scores: torch.Tensor, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -402,23 +386,9 @@ class DecoderLayer(nn.Module):
             else MLP(config.hidden_size, config.intermediate_size, options, device)
         )
 
-    def forward(
-        self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, allowed: torch.Tensor, cache: LatentCache | None
-    ) -> torch.Tensor:
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, allowed, cache)
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, context: AttentionContext) -> torch.Tensor:
+        h = h + self.self_attn(self.input_layernorm(h), cos, sin, context)
         return h + self.mlp(self.post_attention_layernorm(h))
-
-
-def _allowed(keys_valid: torch.Tensor, first_slot: int, new: int) -> torch.Tensor:
-    """[B, S, T]: key slot t is visible to new token s if it is real and not later than s.
-
-    A query always sees its own slot, so a padding query attends to itself rather than to nothing (a row
-    of -inf would turn into NaN); nothing attends to a padding key.
-    """
-    visible = keys_valid.shape[1]
-    query_slot = torch.arange(first_slot, first_slot + new, device=keys_valid.device)[:, None]  # [S, 1]
-    key_slot = torch.arange(visible, device=keys_valid.device)[None, :]  # [1, T]
-    return (keys_valid[:, None, :] & (key_slot <= query_slot)) | (key_slot == query_slot)
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -436,25 +406,17 @@ class DeepseekV3Model(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype, device=device)
         self.rotary = RotaryEmbedding(config, device)
 
-    def forward(
-        self, ids: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None, cache: LatentCache | None
-    ) -> torch.Tensor:
-        """ids, positions, mask [B, S] -> final normed hidden states [B, S, D]."""
-        valid = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        first_slot = 0 if cache is None else cache.length
-        keys_valid = valid if cache is None else cache.reserve(valid)
-        allowed = _allowed(keys_valid, first_slot, ids.shape[1])
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, context: AttentionContext) -> torch.Tensor:
+        """ids, positions [B, S] -> final normed hidden states [B, S, D]."""
         cos, sin = self.rotary(positions)
         h = self.embed_tokens(ids)
         for layer in self.layers:
-            h = layer(h, cos, sin, allowed, cache)
-        if cache is not None:
-            cache.commit(ids.shape[1])
+            h = layer(h, cos, sin, context)
         return self.norm(h)
 
 
 class DeepseekV3ForCausalLM(nn.Module):
-    """The decoder plus `lm_head`; `forward` takes explicit positions and an optional `LatentCache`."""
+    """The decoder plus `lm_head`; `forward` takes explicit positions and where attention finds its keys."""
 
     def __init__(self, config: ModelConfig, options: ModelOptions | None = None, device: Device = "cpu"):
         super().__init__()
@@ -465,26 +427,26 @@ class DeepseekV3ForCausalLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
-    def new_cache(self, batch_size: int, capacity: int) -> LatentCache:
-        device = self.model.embed_tokens.weight.device
-        return LatentCache(self.config, batch_size, capacity, dtype=self.options.dtype, device=device)
-
     def forward(
         self,
         input_ids: torch.Tensor,
         positions: torch.Tensor,
         *,
         attention_mask: torch.Tensor | None = None,
-        cache: LatentCache | None = None,
+        context: AttentionContext | None = None,
         logits_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """fp32 logits [B, S, V], or [B, V] for the token at `logits_index` [B] of each row.
 
-        `attention_mask` [B, S] is true for real tokens; `positions` [B, S] are each token's RoPE position
-        (see `positions_from_mask`). With a cache the new tokens follow the cached ones.
+        `positions` [B, S] are each token's RoPE position (see `positions_from_mask`). Without a `context` the
+        tokens attend causally among themselves, `attention_mask` [B, S] marking the real ones; with one (the
+        paged cache) they also see the tokens it holds, and the mask is its business.
         """
         _check_inputs(input_ids, positions, attention_mask)
-        hidden = self.model(input_ids, positions, attention_mask, cache)
+        if context is None:
+            valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+            context = DenseAttention(valid)
+        hidden = self.model(input_ids, positions, context)
         if logits_index is not None:
             hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), logits_index]
         return self.lm_head(hidden).float()

@@ -1,4 +1,4 @@
-"""The generation loop on a real tiny checkpoint: cached decoding equals full recompute, batching changes nothing,
+"""Generation on a real tiny checkpoint: paged, cached decoding equals full recompute, batching changes nothing,
 sequences stop for the right reason; plus the stop-string filter and the request checks.
 
 The model is a float32 tiny K2 (`make_tiny(seed=1)`): its greedy continuations of these prompts have top-1/top-2
@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from engine.errors import RequestError
-from engine.generate import Request, StopStrings, TextOutput, check_requests, generate_tokens
 from engine.llm import LLM
 from engine.models.deepseek_v3 import DeepseekV3ForCausalLM
 from engine.sampling import SamplingParams
+from engine.sequence import Request, check_request
+from engine.text_output import StopStrings, TextOutput
 from engine.tiny import make_tiny
 
 STEPS = 32
@@ -84,33 +85,42 @@ def test_the_context_limit_cuts_the_budget_and_rejects_full_prompts(llm: LLM) ->
 
 
 @pytest.mark.parametrize(
-    ("prompts", "message"),
+    ("prompt", "message"),
     [
-        ([()], "prompt 0 is empty; give at least one token"),
-        ([(1, 2), (5, 1256)], r"prompt 1 holds 1256; token ids are integers in 0..1255"),
-        ([(1, -1)], r"prompt 0 holds -1"),
-        ([(1, 2.0)], r"prompt 0 holds 2.0"),
-        ([(True,)], r"prompt 0 holds True"),
-        ([], "no prompts given"),
+        ((), "the prompt is empty; give at least one token"),
+        ((5, 1256), r"the prompt holds 1256; token ids are integers in 0..1255"),
+        ((1, -1), r"the prompt holds -1"),
+        ((1, 2.0), r"the prompt holds 2.0"),
+        ((True,), r"the prompt holds True"),
+        (tuple(range(100)), "the prompt has 100 tokens; the context holds 100, leaving none to generate"),
     ],
 )
-def test_bad_prompts_are_rejected_before_any_work(prompts: list[tuple[int, ...]], message: str) -> None:
-    requests = [Request(p, GREEDY) for p in prompts]
+def test_bad_prompts_are_rejected_naming_the_value(prompt: tuple[int, ...], message: str) -> None:
     with pytest.raises(RequestError, match=message):
-        check_requests(requests, vocab_size=1256, max_model_len=100)
+        check_request(Request(prompt, GREEDY), vocab_size=1256, max_model_len=100)
 
 
-def test_generate_tokens_checks_eagerly_and_stops_a_row_on_its_stop_id(llm: LLM) -> None:
-    with pytest.raises(RequestError, match="prompt 0 is empty"):
-        generate_tokens(llm.model, [Request((), GREEDY)], [], eos_ids=frozenset(), max_model_len=64)
+def test_generate_names_the_bad_prompt_and_starts_nothing(llm: LLM) -> None:
+    with pytest.raises(RequestError, match="prompt 1 holds 99999"):
+        llm.generate([[1, 2], [5, 99999]], GREEDY)
+    with pytest.raises(RequestError, match="no prompts given"):
+        llm.generate([], GREEDY)
+    assert not llm.core.has_work
+
+
+def test_the_core_checks_eagerly_and_stops_a_sequence_on_its_stop_id(llm: LLM) -> None:
+    with pytest.raises(RequestError, match="the prompt is empty"):
+        llm.core.add(Request((), GREEDY), TextOutput(llm.tokenizer, GREEDY))
     prompt = tuple(_prompt(llm, "Hello"))
     free = _reference_greedy(llm.model, list(prompt), 12)
     stop_id = free[5]
     first = free.index(stop_id)
     params = SamplingParams(temperature=0, max_tokens=12, stop_token_ids=[stop_id])
-    texts = [TextOutput(llm.tokenizer, params)]
-    steps = list(generate_tokens(llm.model, [Request(prompt, params)], texts, eos_ids=frozenset(), max_model_len=64))
-    events = [event for step in steps for event in step]
+    request_id = llm.core.add(Request(prompt, params), TextOutput(llm.tokenizer, params))
+    events = []
+    while llm.core.has_work:
+        events += llm.core.step()
+    assert {e.request_id for e in events} == {request_id}
     assert [e.token_id for e in events] == free[: first + 1]
     assert (events[-1].finish_reason, events[-1].stop_reason) == ("stop", stop_id)
     assert all(e.finish_reason is None for e in events[:-1])

@@ -5,7 +5,8 @@ Both run in fp32 on logits of magnitude up to ~2.6. Measured worst differences: 
 attention 2.0e-6; loop vs grouped MoE 0 (bit-identical). Tolerance: atol = rtol = 1e-5. transformers agrees
 with DeepSeek's reference semantics on every point tested here (interleaved RoPE, YaRN frequencies and
 softmax mscale, -inf masking of dropped groups, latent norms with eps 1e-6), so no patching is needed.
-The last test covers the model's own input checks.
+The paged cache is checked against full recompute, with blocks out of order and sequences mixed in one pass;
+the last test covers the model's own input checks.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from engine.models.deepseek_v3 import (
     Router,
     positions_from_mask,
 )
+from engine.paged_cache import PagedAttention, PagedLatentCache, Piece
 from engine.tiny_weights import tiny_config
 from tests.engine.conftest import VOCAB, HfReference, hf_config
 
 PRESETS = ["k2", "moonlight", "deepseek_v3"]
 LOGIT_ATOL = 1e-5
 PROMPT_LEN, STEPS = 8, 32
+BLOCK = 4
 
 
 def _random_ids(batch: int, length: int, seed: int) -> torch.Tensor:
@@ -95,14 +98,29 @@ def _greedy_full(model: DeepseekV3ForCausalLM, prompt: torch.Tensor) -> list[int
     return sequence[0, PROMPT_LEN:].tolist()
 
 
+def _paged_cache(model: DeepseekV3ForCausalLM, num_blocks: int = 16) -> PagedLatentCache:
+    return PagedLatentCache(model.config, num_blocks, BLOCK, dtype=torch.float32, device="cpu")
+
+
+def _paged_pass(
+    model: DeepseekV3ForCausalLM, cache: PagedLatentCache, pieces: list[tuple[list[int], list[int], int]]
+) -> torch.Tensor:
+    """One flattened pass over (block table, new tokens, first position) pieces; [N, V] logits."""
+    ids = [t for _, tokens, _ in pieces for t in tokens]
+    positions = [start + i for _, tokens, start in pieces for i in range(len(tokens))]
+    context = PagedAttention(cache, [Piece(table, start, len(tokens)) for table, tokens, start in pieces])
+    return model(torch.tensor([ids]), torch.tensor([positions]), context=context)[0]
+
+
 def _greedy_cached(model: DeepseekV3ForCausalLM, prompt: torch.Tensor) -> tuple[list[int], list[torch.Tensor]]:
-    cache = model.new_cache(batch_size=1, capacity=PROMPT_LEN + STEPS)
-    logits = model(prompt, torch.arange(PROMPT_LEN)[None], cache=cache)[:, -1]
+    """Prefill, then decode token by token through a paged cache whose blocks are out of order."""
+    cache, table = _paged_cache(model), [9, 2, 14, 0, 5, 11, 7, 3, 12, 1]
+    logits = _paged_pass(model, cache, [(table, prompt[0].tolist(), 0)])[-1]
     tokens, step_logits = [], [logits]
-    for _ in range(STEPS):
-        token = logits.argmax(dim=-1, keepdim=True)  # [1, 1]
-        tokens.append(token.item())
-        logits = model(token, cache.next_positions()[:, None], cache=cache)[:, -1]
+    for step in range(STEPS):
+        token = int(logits.argmax())
+        tokens.append(token)
+        logits = _paged_pass(model, cache, [(table, [token], PROMPT_LEN + step)])[-1]
         step_logits.append(logits)
     return tokens, step_logits
 
@@ -124,13 +142,11 @@ def test_greedy_continuations_match_transformers(
         recomputed = ours(torch.cat([prompt, torch.tensor([expected])], dim=1), torch.arange(PROMPT_LEN + STEPS)[None])
         for step, logits in enumerate(step_logits[:-1]):
             expected_step = recomputed[0, PROMPT_LEN - 1 + step]
-            torch.testing.assert_close(logits[0], expected_step, atol=LOGIT_ATOL, rtol=LOGIT_ATOL)
+            torch.testing.assert_close(logits, expected_step, atol=LOGIT_ATOL, rtol=LOGIT_ATOL)
 
 
-def _run_padded(
-    model: DeepseekV3ForCausalLM, prompts: list[list[int]], decode: list[list[int]], left: bool
-) -> torch.Tensor:
-    """Prefill a padded batch into a cache, then decode the given tokens; [B, 1 + steps, V] last logits."""
+def _run_padded(model: DeepseekV3ForCausalLM, prompts: list[list[int]], left: bool) -> torch.Tensor:
+    """One cacheless pass over a padded batch; [B, S, V] logits."""
     width = max(map(len, prompts))
     rows, masks = [], []
     for p in prompts:
@@ -138,26 +154,43 @@ def _run_padded(
         rows.append(pad + p if left else p + pad)
         real = [True] * len(p)
         masks.append([False] * len(pad) + real if left else real + [False] * len(pad))
-    ids, mask = torch.tensor(rows), torch.tensor(masks)
-    cache = model.new_cache(batch_size=len(prompts), capacity=width + len(decode[0]))
-    last = mask.long().cumsum(-1).argmax(-1)  # index of each row's last real token
-    out = [model(ids, positions_from_mask(mask), attention_mask=mask, cache=cache, logits_index=last)]
-    for step in range(len(decode[0])):
-        token = torch.tensor([[d[step]] for d in decode])
-        out.append(model(token, cache.next_positions()[:, None], cache=cache)[:, -1])
-    return torch.stack(out, dim=1)
+    mask = torch.tensor(masks)
+    return model(torch.tensor(rows), positions_from_mask(mask), attention_mask=mask)
 
 
 @pytest.mark.parametrize("left", [True, False], ids=["left-padded", "right-padded"])
 def test_padded_batch_matches_each_sequence_alone(hf_reference: Callable[[str], HfReference], left: bool) -> None:
     model = load_model(hf_reference("deepseek_v3").path, dtype=torch.float32)
     prompts = [_random_ids(1, 5, seed=3)[0].tolist(), _random_ids(1, 11, seed=4)[0].tolist()]
-    decode = [[7, 8, 9], [10, 11, 12]]
-    batched = _run_padded(model, prompts, decode, left)
-    for row, (prompt, tokens) in enumerate(zip(prompts, decode, strict=True)):
-        full = torch.tensor([prompt + tokens])
-        alone = model(full, torch.arange(full.shape[1])[None])[0, len(prompt) - 1 :]
-        torch.testing.assert_close(batched[row], alone, atol=LOGIT_ATOL, rtol=LOGIT_ATOL)
+    batched = _run_padded(model, prompts, left)
+    for row, prompt in enumerate(prompts):
+        alone = model(torch.tensor([prompt]), torch.arange(len(prompt))[None])[0]
+        real = batched[row, -len(prompt) :] if left else batched[row, : len(prompt)]
+        torch.testing.assert_close(real, alone, atol=LOGIT_ATOL, rtol=LOGIT_ATOL)
+
+
+def test_a_flattened_pass_of_mixed_sequences_matches_each_alone(hf_reference: Callable[[str], HfReference]) -> None:
+    """Sequence A is prefilled in two chunks, the second in one pass with B's whole prompt and C's decoding;
+    then all three decode together. Each token's logits equal its sequence's own full recompute."""
+    model = load_model(hf_reference("deepseek_v3").path, dtype=torch.float32)
+    a, b, c = (_random_ids(1, n, seed=s)[0].tolist() for n, s in ((11, 3), (5, 4), (7, 5)))
+    cache = _paged_cache(model)
+    tables = {"a": [3, 6, 1, 10], "b": [0, 9], "c": [4, 8, 2]}
+    _paged_pass(model, cache, [(tables["a"], a[:6], 0), (tables["c"], c[:6], 0)])
+    second = _paged_pass(model, cache, [(tables["a"], a[6:], 6), (tables["b"], b, 0), (tables["c"], c[6:], 6)])
+    decode = {"a": [7, 8], "b": [9, 10], "c": [11, 12]}
+    steps = [
+        _paged_pass(model, cache, [(tables[k], [decode[k][i]], len(p) + i) for k, p in (("a", a), ("b", b), ("c", c))])
+        for i in range(2)
+    ]
+    for key, prompt, got in (
+        ("a", a, [second[4], steps[0][0], steps[1][0]]),
+        ("b", b, [second[9], steps[0][1], steps[1][1]]),
+        ("c", c, [second[10], steps[0][2], steps[1][2]]),
+    ):
+        full = prompt + decode[key]
+        alone = model(torch.tensor([full]), torch.arange(len(full))[None])[0, len(prompt) - 1 :]
+        torch.testing.assert_close(torch.stack(got), alone, atol=LOGIT_ATOL, rtol=LOGIT_ATOL)
 
 
 def test_grouped_routing_matches_transformers_when_biased_scores_are_negative() -> None:
@@ -185,19 +218,12 @@ def test_grouped_routing_matches_transformers_when_biased_scores_are_negative() 
     torch.testing.assert_close(weights.sum(-1), torch.full((64,), config.routed_scaling_factor))
 
 
-def test_bad_inputs_and_a_full_cache_are_reported(hf_reference: Callable[[str], HfReference]) -> None:
+def test_bad_inputs_are_reported(hf_reference: Callable[[str], HfReference]) -> None:
     model = load_model(hf_reference("moonlight").path, dtype=torch.float32)
     ids = _random_ids(2, 6, seed=6)
     with pytest.raises(ModelInputError, match=r"positions must have the shape of input_ids \(2, 6\), got \(2, 5\)"):
         model(ids, torch.arange(5).expand(2, 5))
     with pytest.raises(ModelInputError, match=r"input_ids must be \[batch, seq\]"):
         model(ids[0], torch.arange(6))
-    with pytest.raises(ModelInputError, match="cache holds 1 sequences, got a batch of 2"):
-        model(ids, torch.arange(6).expand(2, 6), cache=model.new_cache(batch_size=1, capacity=8))
-    cache = model.new_cache(batch_size=2, capacity=8)
-    model(ids, torch.arange(6).expand(2, 6), cache=cache)
-    with pytest.raises(ModelInputError, match=r"cache full: 6 slots used \+ 3 new > capacity 8"):
-        model(ids[:, :3], torch.arange(6, 9).expand(2, 3), cache=cache)
-    assert cache.length == 6 and cache.next_positions().tolist() == [6, 6]
     with pytest.raises(ModelInputError, match="attention must be 'plain' or 'absorbed', got 'flash'"):
         ModelOptions(attention="flash")  # type: ignore[arg-type]
