@@ -2,18 +2,19 @@
 
 One thread owns the `LLM`'s core. Between steps it takes new requests and cancellations from an inbox, so a
 request joins the running batch at the next step and a cancelled one (a client that went away) frees its
-cache blocks before the next step. Each `Submission` has a queue its stream chunks go to; the reader blocks
-on it. Requests are rendered and checked in the caller's thread, so bad input raises there, before anything
-is queued.
+cache blocks before the next step. Each `Submission` has a queue its stream chunks go to: a thread blocks on
+it, or an asyncio server awaits `stream`, which the engine thread wakes. Requests are rendered and checked
+in the caller's thread, so bad input raises there, before anything is queued.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -62,6 +63,7 @@ class Submission:
         self._service = service
         self._queue: queue.Queue[Any] = queue.Queue()
         self._failure: str | None = None
+        self._wake: Callable[[], object] = lambda: None
 
     def chunks(self) -> Iterator[dict[str, Any]]:
         """The stream chunks, blocking for each; ends early (without raising) if the request is cancelled."""
@@ -73,6 +75,32 @@ class Submission:
         """The whole `chat.completion` / `text_completion` body once the request finishes."""
         for _ in self.chunks():
             pass
+        return self._completion()
+
+    async def stream(self) -> AsyncIterator[dict[str, Any]]:
+        """`chunks` for an asyncio server: no thread waits per reader; the engine thread wakes the loop once
+        for each batch of chunks it queues."""
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        self._wake = lambda: loop.call_soon_threadsafe(ready.set)
+        ready.set()  # chunks queued before the reader came
+        while True:
+            await ready.wait()
+            ready.clear()
+            while not self._queue.empty():
+                chunk = self._queue.get_nowait()
+                if chunk is _END:
+                    self._queue.put(_END)
+                    return
+                yield chunk
+
+    async def wait_result(self) -> dict[str, Any]:
+        """`result` for an asyncio server."""
+        async for _ in self.stream():
+            pass
+        return self._completion()
+
+    def _completion(self) -> dict[str, Any]:
         if not self.response.finished:
             raise RequestAborted(self._failure or f"request {self.id} was cancelled before it finished")
         return self.response.completion()
@@ -84,10 +112,13 @@ class Submission:
     def _push(self, chunks: list[dict[str, Any]]) -> None:
         for chunk in chunks:
             self._queue.put(chunk)
+        if chunks:
+            self._wake()
 
     def _end(self, failure: str | None = None) -> None:
         self._failure = failure
         self._queue.put(_END)
+        self._wake()
 
 
 _Command = Literal["start", "cancel", "cancel_all", "stop"]

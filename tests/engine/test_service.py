@@ -4,6 +4,7 @@ engine failure ends the requests in flight, not the service."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -65,6 +66,24 @@ def test_32_concurrent_streams_each_get_their_answer_alone(checkpoint: Path, ser
     assert (metrics.running, metrics.waiting, metrics.requests_finished_total) == (0, 0, 32)
     assert metrics.generation_tokens_total == 32 * 24 and metrics.generation_tokens_per_s > 0
     assert metrics.prefix_cache_hit_tokens > 0, "the 32 prompts share the system prompt's blocks"
+
+
+def test_asyncio_readers_get_the_same_chunks_without_a_thread_each(service: EngineService) -> None:
+    async def read_all() -> list[list[dict[str, Any]]]:
+        async def read(i: int) -> list[dict[str, Any]]:
+            return [chunk async for chunk in service.chat(_conversation(i), None, GREEDY).stream()]
+
+        return await asyncio.gather(*(read(i) for i in range(4)))
+
+    threads_before = threading.active_count()
+    streamed = asyncio.run(read_all())
+    assert threading.active_count() == threads_before
+    for i, chunks in enumerate(streamed):
+        whole = service.chat(_conversation(i), None, GREEDY).result()
+        assert _streamed_content(chunks) == whole["choices"][0]["message"]["content"]
+        assert chunks[-1]["usage"] == whole["usage"]
+    completion = asyncio.run(service.complete("hi", GREEDY).wait_result())
+    assert completion["object"] == "text_completion" and completion["usage"]["completion_tokens"] == 24
 
 
 def test_a_cancelled_request_frees_its_sequence_and_reports_why(service: EngineService) -> None:
