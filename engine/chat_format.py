@@ -11,7 +11,9 @@ default system prompt and tool turns differ):
 - if the first message is not a system message, `You are Kimi, an AI assistant created by Moonshot AI.`
   is inserted as one;
 - each message is `<|im_{user|assistant|system}|>{name or role}<|im_middle|>{body}<|im_end|>`; tool
-  results use `<|im_system|>` with `{name or "tool"}` and the body `## Return of {id}\\n    {content}`;
+  results use `<|im_system|>` with `{name or "tool"}` and the body `## Return of {id}\\n    {content}`, where
+  a content of None is printed `None` (the template writes `{{ message['content'] }}`, which jinja renders
+  so) and a missing content prints nothing; elsewhere None content is empty;
 - an assistant message with calls renders its text (if any), then `<|tool_calls_section_begin|>`, each
   call as `<|tool_call_begin|>{id}<|tool_call_argument_begin|>{arguments}<|tool_call_end|>`, then
   `<|tool_calls_section_end|>`;
@@ -178,6 +180,8 @@ def _message_pieces(index: int, message: Message) -> list[_Piece]:
     out = [_marker(_ROLE_MARKERS[role]), _text(name or role), _marker(IM_MIDDLE)]
     content = _content_text(index, message.get("content"))
     if role == "tool":
+        if "content" in message and message["content"] is None:
+            content = "None"  # the template's `{{ message['content'] }}`; a missing content renders nothing
         out.append(_text(f"## Return of {message['tool_call_id']}{TOOL_RESULT_SEPARATOR}{content}"))
     elif role == "assistant" and message.get("tool_calls"):
         out += [_text(content), _marker(TOOL_CALLS_SECTION_BEGIN)]

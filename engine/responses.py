@@ -78,7 +78,7 @@ class ChatResponse(_Response):
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__("chatcmpl", request, model_name)
-        self._parser = ToolCallParser(tokenizer)
+        self._parser = ToolCallParser(tokenizer, tools)  # the tools let a malformed call header be recovered
         self._stops = StopStrings(request.params.stop)
         self._events: list[ParseEvent] = []
         self._content = ""

@@ -11,16 +11,23 @@ stops inside a call, a header that is not `functions.NAME:IDX`, repeated or stra
 or after calls each become a `FormatProblem` event and a line in `ParsedMessage.problems`; a call whose
 arguments are bad or cut off is still returned, with its `error` set, so the client can tell the model.
 Parsing stops at `<|im_end|>` or `[EOS]`.
+
+A header that is an id but not `functions.NAME:IDX` (`0`, `call_3`) is recovered when the request's tools
+name the function (engine/tool_signatures.py): the call gets the id `functions.NAME:IDX`, IDX being the
+number the header ends with or else the call's position in this message, and a problem notes the repair.
+With a single tool the call streams as usual; otherwise its name is known only once its arguments end, so
+its `ToolCallStart` and all its arguments come together then. Without tools such a call is dropped.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from engine.chat_format import k2_call_id
 from engine.tokenizer import (
     TOOL_CALL_ARGUMENT_BEGIN,
     TOOL_CALL_BEGIN,
@@ -29,6 +36,7 @@ from engine.tokenizer import (
     TOOL_CALLS_SECTION_END,
     Tokenizer,
 )
+from engine.tool_signatures import ToolSignatures
 
 _MARKERS = (
     TOOL_CALLS_SECTION_BEGIN,
@@ -41,6 +49,10 @@ _MARKERS = (
 # K2 outputs omit the `functions.` prefix, which costs nothing to accept.
 _HEADER = re.compile(r"(?:functions\.)?(?P<name>[A-Za-z0-9_](?:[\w.\-]*[\w\-])?):(?P<index>\d+)", re.ASCII)
 _MAX_HEADER_CHARS = 256
+# A header worth recovering is one id-like word (`0`, `call_3`, `functions.:0`); anything with spaces or
+# markup is garbage, and its call is dropped whatever the tools.
+_ID_LIKE_HEADER = re.compile(r"[\w.:\-]*?(?P<number>\d*)", re.ASCII)
+_MAX_ID_LIKE_CHARS = 64
 
 _State = Literal["content", "section", "header", "arguments", "after"]
 
@@ -122,15 +134,26 @@ ParseEvent = ContentDelta | ToolCallStart | ArgumentsDelta | ToolCallEnd | Forma
 @dataclass(frozen=True)
 class _OpenCall:
     index: int
-    id: str
-    name: str
+    header: str
+    number: int
+    name: str | None
+    """None while the header named no function and only the finished arguments can tell which tool it is."""
+
+    @property
+    def id(self) -> str:
+        assert self.name is not None, "a call has an id only once it is named"
+        return k2_call_id(self.name, self.number)
 
 
 class ToolCallParser:
-    """Feed generated ids one at a time; each `feed` returns the events that id completed."""
+    """Feed generated ids one at a time; each `feed` returns the events that id completed.
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    `tools` is the request's OpenAI tool list, used only to recover calls whose header names no function.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, tools: Sequence[Mapping[str, Any]] | None = None) -> None:
         self._tokenizer = tokenizer
+        self._tools = ToolSignatures(tools)
         self._marker_of = {tokenizer.special_id(name): name for name in _MARKERS}
         self._stop_ids = frozenset(tokenizer.eos_ids)
         self._decoder = tokenizer.stream_decoder()
@@ -215,7 +238,8 @@ class ToolCallParser:
                 self._header.append(text)
         elif self._open is not None:
             self._arguments.append(text)
-            events.append(ArgumentsDelta(self._open.index, text))
+            if self._open.name is not None:
+                events.append(ArgumentsDelta(self._open.index, text))
 
     def _on_marker(self, marker: str, events: list[ParseEvent]) -> None:
         state = self._state
@@ -254,25 +278,58 @@ class ToolCallParser:
         header = "".join(self._header).strip()
         self._arguments = []
         self._state = "arguments"
-        match = _HEADER.fullmatch(header) if self._header_chars <= _MAX_HEADER_CHARS else None
-        if match is None:
-            self._open = None
+        self._open = None
+        whole = self._header_chars <= _MAX_HEADER_CHARS
+        match = _HEADER.fullmatch(header) if whole else None
+        if match is not None:
+            self._open = _OpenCall(len(self._calls), header, int(match["index"]), match["name"])
+            events.append(ToolCallStart(self._open.index, self._open.id, match["name"]))
+            return
+        recoverable = whole and bool(self._tools.names) and len(header) <= _MAX_ID_LIKE_CHARS
+        id_like = _ID_LIKE_HEADER.fullmatch(header) if recoverable else None
+        if id_like is None:
             self._problem(events, f"tool call header {header[:80]!r} is not functions.NAME:IDX; call dropped")
             return
-        name = match["name"]
-        self._open = _OpenCall(len(self._calls), f"functions.{name}:{int(match['index'])}", name)
-        events.append(ToolCallStart(self._open.index, self._open.id, name))
+        index = len(self._calls)
+        number = int(id_like["number"]) if id_like["number"] else index
+        self._open = _OpenCall(index, header, number, self._tools.sole_name)
+        if self._open.name is not None:
+            self._note_recovery(events, self._open, "the only tool")
+            events.append(ToolCallStart(index, self._open.id, self._open.name))
+
+    def _name_by_arguments(self, events: list[ParseEvent], unnamed: _OpenCall, arguments: str) -> _OpenCall | None:
+        """The call named by the one tool its arguments fit, its start and arguments sent late; else None."""
+        name = self._tools.name_for(arguments)
+        if name is None:
+            self._problem(
+                events,
+                f"tool call header {unnamed.header!r} is not functions.NAME:IDX and its arguments fit no single "
+                "tool of the request; call dropped",
+            )
+            return None
+        named = replace(unnamed, name=name)
+        self._note_recovery(events, named, "the only tool its arguments fit")
+        events.append(ToolCallStart(named.index, named.id, name))
+        if arguments:
+            events.append(ArgumentsDelta(named.index, arguments))
+        return named
+
+    def _note_recovery(self, events: list[ParseEvent], call: _OpenCall, why: str) -> None:
+        self._problem(events, f"tool call header {call.header!r} is not functions.NAME:IDX; taken as {call.id} ({why})")
 
     def _close_call(self, events: list[ParseEvent], error: str | None = None, problem: str | None = None) -> None:
         """Finish the call in progress; `error` marks it unusable, `problem` only notes a format slip."""
         if problem is not None:
             self._problem(events, problem)
-        if self._open is not None:
-            arguments = "".join(self._arguments)
+        arguments = "".join(self._arguments)
+        open_call = self._open
+        if open_call is not None and open_call.name is None:
+            open_call = self._name_by_arguments(events, open_call, arguments)
+        if open_call is not None and open_call.name is not None:
             error = error or _arguments_error(arguments)
-            call = ToolCall(self._open.id, self._open.name, arguments, error)
+            call = ToolCall(open_call.id, open_call.name, arguments, error)
             self._calls.append(call)
-            events.append(ToolCallEnd(self._open.index, call))
+            events.append(ToolCallEnd(open_call.index, call))
             if error is not None:
                 self._problem(events, f"tool call {call.id}: {error}")
         self._open = None
@@ -302,9 +359,11 @@ def _arguments_error(arguments: str) -> str | None:
     return None
 
 
-def parse_output(tokenizer: Tokenizer, ids: Iterable[int]) -> ParsedMessage:
+def parse_output(
+    tokenizer: Tokenizer, ids: Iterable[int], tools: Sequence[Mapping[str, Any]] | None = None
+) -> ParsedMessage:
     """One-shot parse of a whole generation; the same result as feeding the ids one by one."""
-    parser = ToolCallParser(tokenizer)
+    parser = ToolCallParser(tokenizer, tools)
     for token_id in ids:
         if parser.done:
             break

@@ -12,12 +12,8 @@ from typing import Any
 
 import pytest
 
-from engine.chat_format import (
-    ChatFormatError,
-    normalize_call_ids,
-    render_ids,
-    render_text,
-)
+from engine.chat_format import normalize_call_ids, render_ids, render_text
+from engine.errors import ChatFormatError
 from engine.tiny_tokenizer import write_tiny_tokenizer
 from engine.tokenizer import IM_END, Tokenizer
 
@@ -142,6 +138,27 @@ def test_content_parts_names_and_empty_content() -> None:
         "<|im_assistant|>assistant<|im_middle|>ok<|im_end|>"
         "<|im_system|>tool<|im_middle|>## Return of functions.bash:0\n    output<|im_end|>"
         "<|im_assistant|>assistant<|im_middle|>"
+    )
+
+
+def test_a_tool_result_of_none_reads_none_as_the_template_prints_it() -> None:
+    # The 0905 template writes a tool turn's body as `{{ message['content'] }}`: jinja prints None as
+    # "None", and a missing key (an undefined value) as nothing. Other roles test for none and print nothing.
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": None},
+        {"role": "assistant", "content": None, "tool_calls": [_call("functions.f:0", "f", "{}")]},
+        {"role": "tool", "tool_call_id": "functions.f:0", "content": None},
+        {"role": "tool", "tool_call_id": "functions.f:0", "name": "f"},
+        {"role": "tool", "tool_call_id": "functions.f:0", "content": None},
+    ]
+    assert render_text(messages, add_generation_prompt=False) == (
+        DEFAULT_SYSTEM + "<|im_user|>user<|im_middle|><|im_end|>"
+        "<|im_assistant|>assistant<|im_middle|><|tool_calls_section_begin|>"
+        "<|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{}<|tool_call_end|>"
+        "<|tool_calls_section_end|><|im_end|>"
+        "<|im_system|>tool<|im_middle|>## Return of functions.f:0\n    None<|im_end|>"
+        "<|im_system|>f<|im_middle|>## Return of functions.f:0\n    <|im_end|>"
+        "<|im_system|>tool<|im_middle|>## Return of functions.f:0\n    None"
     )
 
 

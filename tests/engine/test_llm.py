@@ -332,6 +332,22 @@ def test_malformed_tool_calls_become_clean_output_never_an_exception(llm: LLM) -
     assert _stream(llm, cut, TOOLS)[-2]["choices"][0]["finish_reason"] == "length"
 
 
+def test_a_bare_call_header_is_recovered_from_the_requests_tools_in_chat_and_stream(llm: LLM) -> None:
+    section = ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|im_end|>")
+    _, bare = _scripted(llm, section[0], *_call("call_3", '{"path": "a.py"}'), *section[1:])
+    reply = llm.chat(USER, TOOLS, bare)["choices"][0]
+    assert reply["finish_reason"] == "tool_calls"
+    (call,) = reply["message"]["tool_calls"]
+    assert call["id"] == "functions.read_file:3" and call["function"]["name"] == "read_file"
+    assert any("read_file" in p for p in reply["problems"]), "the recovery is reported"
+    streamed = _streamed_calls(_stream(llm, bare, TOOLS))
+    assert streamed[0][0]["id"] == "functions.read_file:3"
+    assert "".join(p["function"].get("arguments", "") for p in streamed[0]) == '{"path": "a.py"}'
+    two_tools = [*TOOLS, {"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}]
+    ambiguous = llm.chat(USER, two_tools, bare)["choices"][0]
+    assert ambiguous["finish_reason"] == "stop" and "tool_calls" not in ambiguous["message"]
+
+
 def test_bad_messages_fail_before_streaming_starts(llm: LLM) -> None:
     with pytest.raises(errors.ChatFormatError):
         llm.chat_stream([{"role": "wizard", "content": "hi"}])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,11 @@ def _call(name_index: str, arguments: str) -> list[str]:
 
 def _parse(tok: Tokenizer, *parts: str) -> ParsedMessage:
     return parse_output(tok, _ids(tok, *parts))
+
+
+def _parse_with(tok: Tokenizer, tools: list[Any] | None, *calls: str) -> ParsedMessage:
+    """A tool-call section holding `calls`, parsed with the request's `tools`."""
+    return parse_output(tok, _ids(tok, SB, *calls, SE, IM_END), tools=tools)
 
 
 # --- well-formed output ------------------------------------------------------------------------------
@@ -255,6 +261,116 @@ def test_odd_ids_never_raise(tok: Tokenizer) -> None:
     assert len(message.problems) == 4
 
 
+# --- headers that name no function, recovered from the request's tools --------------------------------
+
+
+def _tool(name: str, properties: list[str], required: list[str]) -> dict[str, object]:
+    schema = {"type": "object", "properties": {p: {"type": "string"} for p in properties}, "required": required}
+    return {"type": "function", "function": {"name": name, "description": name, "parameters": schema}}
+
+
+TOOLS = [
+    _tool("bash", ["command", "timeout"], ["command"]),
+    _tool("view", ["path", "view_range"], ["path"]),
+    _tool("write", ["path", "content"], ["path", "content"]),
+]
+
+
+def test_with_a_single_tool_any_id_like_header_is_that_tool(tok: Tokenizer) -> None:
+    ids = _ids(tok, SB, *_call("0", '{"command": "ls"}'), *_call("call_3", '{"command": "pwd"}'), SE, IM_END)
+    message = parse_output(tok, ids, tools=TOOLS[:1])
+    assert [(c.id, c.name, c.arguments, c.error) for c in message.tool_calls] == [
+        ("functions.bash:0", "bash", '{"command": "ls"}', None),
+        ("functions.bash:3", "bash", '{"command": "pwd"}', None),
+    ]
+    assert message.problems == (
+        "tool call header '0' is not functions.NAME:IDX; taken as functions.bash:0 (the only tool)",
+        "tool call header 'call_3' is not functions.NAME:IDX; taken as functions.bash:3 (the only tool)",
+    )
+    assert message.finish_reason == "tool_calls"
+    # Its arguments stream as they come, as for a well-formed header.
+    events, streamed = _stream(tok, ids, tools=TOOLS[:1])
+    assert streamed == message
+    start = next(n for n, e in enumerate(events) if isinstance(e, ToolCallStart))
+    assert any(isinstance(e, ArgumentsDelta) for e in events[start + 1 :]) and len(events) > start + 3
+
+
+def test_with_several_tools_the_one_whose_parameters_fit_the_arguments_is_taken(tok: Tokenizer) -> None:
+    message = _parse_with(
+        tok,
+        TOOLS,
+        *_call("call_7", '{"command": "ls"}'),  # only bash has `command`
+        *_call("1", '{"path": "a.py"}'),  # write also has `path` but requires `content`
+        *_call("functions.:0", '{"path": "a.py", "view_range": [1, 9]}'),
+        *_call("call_abc", '{"path": "b.py", "content": "x"}'),  # no number: its position in the message
+        *_call("functions.view:9", '{"path": "c.py"}'),
+    )
+    assert [(c.id, c.arguments) for c in message.tool_calls] == [
+        ("functions.bash:7", '{"command": "ls"}'),
+        ("functions.view:1", '{"path": "a.py"}'),
+        ("functions.view:0", '{"path": "a.py", "view_range": [1, 9]}'),
+        ("functions.write:3", '{"path": "b.py", "content": "x"}'),
+        ("functions.view:9", '{"path": "c.py"}'),
+    ]
+    assert all("(the only tool its arguments fit)" in p for p in message.problems)
+    assert len(message.problems) == 4
+
+
+@pytest.mark.parametrize(
+    ("tools", "arguments"),
+    [
+        (TOOLS, '{"path": "a.py", "mode": "r"}'),  # `mode` is no tool's parameter
+        (TOOLS, '{"timeout": "5"}'),  # bash's, but without its required `command`
+        (TOOLS, '["ls"]'),
+        (TOOLS, '{"command": "ls"'),
+        ([*TOOLS, _tool("run", ["command"], ["command"])], '{"command": "ls"}'),  # two tools fit
+        (None, '{"command": "ls"}'),
+        ([{"type": "function"}, "bash", {"function": {"name": ""}}], '{"command": "ls"}'),  # no usable tool
+    ],
+)
+def test_a_call_no_single_tool_fits_is_dropped(tok: Tokenizer, tools: list[object] | None, arguments: str) -> None:
+    message = _parse_with(tok, tools, *_call("call_1", arguments), *_call("functions.bash:2", '{"command": "ls"}'))
+    assert [c.id for c in message.tool_calls] == ["functions.bash:2"]
+    (problem,) = message.problems
+    assert problem.startswith("tool call header 'call_1' is not functions.NAME:IDX") and "call dropped" in problem
+
+
+def test_garbage_headers_are_dropped_even_when_a_tool_would_fit(tok: Tokenizer) -> None:
+    garbage = ["call_1 <script>", "x" * 65, "functions.bash:0" + " " * 300 + "rm -rf"]
+    message = _parse_with(tok, TOOLS[:1], *[part for g in garbage for part in _call(g, '{"command": "ls"}')])
+    assert message.tool_calls == ()
+    assert len(message.problems) == 3 and all(p.endswith("call dropped") for p in message.problems)
+
+
+def test_a_recovered_call_cut_off_keeps_its_error(tok: Tokenizer) -> None:
+    cut = _ids(tok, SB, CB, "0", AB, '{"command": "ls"}')
+    (call,) = parse_output(tok, cut, tools=TOOLS).tool_calls
+    assert call.id == "functions.bash:0" and call.error is not None and "may be incomplete" in call.error
+    assert parse_output(tok, _ids(tok, SB, CB, "0", AB, '{"command": "l'), tools=TOOLS).tool_calls == ()
+
+
+def test_a_call_named_by_its_arguments_starts_streaming_when_they_end(tok: Tokenizer) -> None:
+    ids = _ids(tok, "Hm.", SB, *_call("0", '{"path": "é.py"}'), *_call("functions.bash:1", '{"command": "ls"}'), SE)
+    events, message = _stream(tok, ids, tools=TOOLS)
+    assert message == parse_output(tok, ids, tools=TOOLS)
+    call_events = [e for e in events if not isinstance(e, ContentDelta)]
+    # Nothing of the first call goes out before its end: then its problem, start, all arguments and end.
+    assert [type(e).__name__ for e in call_events[:4]] == [
+        "FormatProblem",
+        "ToolCallStart",
+        "ArgumentsDelta",
+        "ToolCallEnd",
+    ]
+    assert call_events[2] == ArgumentsDelta(0, '{"path": "é.py"}')
+    content, calls, problems = _replay(events)
+    assert content == "Hm."
+    assert calls == {
+        0: ("functions.view:0", "view", '{"path": "é.py"}'),
+        1: ("functions.bash:1", "bash", '{"command": "ls"}'),
+    }
+    assert problems == list(message.problems)
+
+
 # --- streaming ---------------------------------------------------------------------------------------
 
 
@@ -276,8 +392,8 @@ def _replay(events: list[ParseEvent]) -> tuple[str, dict[int, tuple[str, str, st
     return content, calls, problems
 
 
-def _stream(tok: Tokenizer, ids: list[int]) -> tuple[list[ParseEvent], ParsedMessage]:
-    parser = ToolCallParser(tok)
+def _stream(tok: Tokenizer, ids: list[int], tools: list[Any] | None = None) -> tuple[list[ParseEvent], ParsedMessage]:
+    parser = ToolCallParser(tok, tools)
     events: list[ParseEvent] = []
     for token_id in ids:
         events += parser.feed(token_id)
@@ -297,11 +413,13 @@ def test_stream_events_add_up_to_the_message(tok: Tokenizer) -> None:
     assert isinstance(events[-1], ToolCallEnd)
 
 
-def test_random_outputs_never_raise_and_stream_equals_one_shot(tok: Tokenizer) -> None:
+@pytest.mark.parametrize("tools", [None, TOOLS[:1], TOOLS])
+def test_random_outputs_never_raise_and_stream_equals_one_shot(tok: Tokenizer, tools: list[Any] | None) -> None:
     rng = random.Random(1234)
     pool = [
         *[tok.special_id(m) for m in (SB, SE, CB, AB, CE, IM_USER)],
         *tok.encode('functions.bash:0 {"a": [1, "é"]} 中 \n'),
+        *tok.encode('{"path": "x"}call_3'),
         tok.encode("中")[0],
         1100,
     ]
@@ -309,8 +427,8 @@ def test_random_outputs_never_raise_and_stream_equals_one_shot(tok: Tokenizer) -
         ids = [rng.choice(pool) for _ in range(rng.randint(0, 40))]
         if rng.random() < 0.5:
             ids.append(tok.special_id(IM_END))
-        events, message = _stream(tok, ids)
-        assert message == parse_output(tok, ids)
+        events, message = _stream(tok, ids, tools)
+        assert message == parse_output(tok, ids, tools)
         content, calls, problems = _replay(events)
         assert content == message.content
         assert [(c.id, c.name, c.arguments) for c in message.tool_calls] == [calls[i] for i in sorted(calls)]
