@@ -60,6 +60,8 @@ def render_diff(lines: list[str], max_lines: int) -> Text:
     Pass `diff_hunks(diff)` for a whole unified diff: its file headers are dropped, since the path is
     already on screen above the diff.
     """
+    if len(lines) == max_lines + 1:
+        max_lines += 1  # the `… more lines` mark would take the hidden line's place: show the line instead
     text = Text()
     for line in (printable(line) for line in lines[:max_lines]):
         style = ("green" if line.startswith("+") else "red" if line.startswith("-")
@@ -224,7 +226,7 @@ class ChatRenderer:
     def _preview(self, output: str, style: str) -> Text:
         """The output's first and last lines: a command's verdict (a test summary, an exit status) comes last."""
         lines = output.rstrip().splitlines()
-        if len(lines) <= self.preview_lines:
+        if len(lines) <= self.preview_lines + 1:  # a `… 1 more line` mark would only stand in for that line
             return Text("\n".join(lines), style=style)
         head = (self.preview_lines + 1) // 2
         tail = self.preview_lines - head

@@ -74,6 +74,7 @@ def test_undo_brings_back_a_file_changed_by_sed_and_one_removed_by_rm(tmp_path: 
          f"bash {shlex.quote(str(script))}")
 
     tmux.wait_for("/help for commands")
+    tmux.wait_for("›")  # the prompt is drawn: keys typed before it could be lost
     tmux.type("change the notes")
     tmux.wait_for("Edited the notes.")
     assert (repo / "notes.txt").read_text() == "new line\n"

@@ -14,6 +14,7 @@ from kcode.agent.events import ToolCallFinished, ToolCallStarted
 from kcode.messages import ToolCall
 from kcode.ui.describe import result_summary
 from kcode.ui.render import ChatRenderer
+from tools.base import ToolResult
 from tools.bash import BashTool
 from tools.clamp import OutputClamp
 from tools.settings import ToolSettings
@@ -53,3 +54,17 @@ def test_blank_lines_in_a_commands_output_stay_on_screen(toolset: Toolset) -> No
     render(ToolCallFinished(call, toolset.dispatch("bash", call.arguments)))
     shown = [line.rstrip() for line in console.file.getvalue().splitlines()]  # type: ignore[attr-defined]
     assert shown[-6:] == ["  ⎿  def a():", "         pass", "", "", "     def b():", "         pass"]
+
+
+def test_a_preview_never_hides_a_single_line_behind_a_mark() -> None:
+    console = Console(file=io.StringIO(), width=100, force_terminal=False, color_system=None)
+    render = ChatRenderer(console, preview_lines=4, diff_lines=3)
+    five = ToolResult("one\ntwo\n\nfour\nfive")  # its blank third line must not become `… 1 more lines`
+    render(ToolCallFinished(bash_call("cat five"), five))
+    render(ToolCallFinished(bash_call("cat six"), ToolResult("1\n2\n3\n4\n5\n6")))
+    diff = "@@ -1,2 +1,2 @@\n-a\n+b\n c\n"
+    render(ToolCallFinished(ToolCall("c2", "editor", "{}"), ToolResult("edited", data={"diff": diff})))
+    shown = [line.rstrip() for line in console.file.getvalue().splitlines()]  # type: ignore[attr-defined]
+    assert shown[2:7] == ["  ⎿  one", "     two", "", "     four", "     five"]
+    assert shown[9:14] == ["  ⎿  1", "     2", "     … 2 more lines", "     5", "     6"]
+    assert shown[-4:] == ["  ⎿  @@ -1,2 +1,2 @@", "     -a", "     +b", "      c"]
