@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from kcode import __version__
+from kcode.commands.mcp import mcp_app  # options only: the MCP SDK is imported when it runs
 
 if TYPE_CHECKING:
     from kcode.commands.eval import Selection
@@ -41,14 +42,15 @@ _ALLOW_NETWORK = typer.Option(False, "--allow-network", help="Let the sandboxed 
 _ALLOW_DESTRUCTIVE = typer.Option(False, "--allow-destructive",
                                   help="Run commands that destroy work (rm -rf ~, git reset --hard, ...) without "
                                        "asking in --yes and headless runs; otherwise they are refused.")
+_NO_MCP = typer.Option(False, "--no-mcp", help="Leave out the tools of the MCP servers in config.toml.")
 _WORKSPACE = typer.Argument(Path("."), exists=True, file_okay=False, resolve_path=True,
                             help="The repository to work in (default: the current directory).")
 
 
-def _safety_settings(mode: str | None, allow_network: bool, allow_destructive: bool) -> list[str]:
-    """`--sandbox`, `--allow-network` and `--allow-destructive` as the settings they set (checked with the others)."""
+def _safety_settings(mode: str | None, allow_network: bool, allow_destructive: bool, no_mcp: bool) -> list[str]:
+    """`--sandbox`, `--allow-network`, `--allow-destructive` and `--no-mcp` as the settings they set."""
     return ([f"sandbox={mode}"] * (mode is not None) + ["allow_network=true"] * allow_network
-            + ["allow_destructive=true"] * allow_destructive)
+            + ["allow_destructive=true"] * allow_destructive + ["mcp=false"] * no_mcp)
 
 
 def _print_version(value: bool) -> None:
@@ -91,6 +93,7 @@ def chat(
     sandbox_mode: str | None = _SANDBOX,
     allow_network: bool = _ALLOW_NETWORK,
     allow_destructive: bool = _ALLOW_DESTRUCTIVE,
+    no_mcp: bool = _NO_MCP,
     config: Path | None = _CONFIG,
     assignments: list[str] = _SET,
 ) -> None:
@@ -103,7 +106,7 @@ def chat(
     from kcode.commands.piped_input import piped_text
     from kcode.errors import KcodeError
 
-    assignments = [*assignments, *_safety_settings(sandbox_mode, allow_network, allow_destructive)]
+    assignments = [*assignments, *_safety_settings(sandbox_mode, allow_network, allow_destructive, no_mcp)]
     try:
         piped = piped_text(sys.stdin)
         if piped is not None and not piped.strip():
@@ -134,6 +137,7 @@ def fix(
     sandbox_mode: str | None = _SANDBOX,
     allow_network: bool = _ALLOW_NETWORK,
     allow_destructive: bool = _ALLOW_DESTRUCTIVE,
+    no_mcp: bool = _NO_MCP,
     model: str | None = _MODEL,
     base_url: str | None = _BASE_URL,
     profile: str | None = _PROFILE,
@@ -170,7 +174,7 @@ def fix(
         raise _fail("the task is empty", ExitCode.USAGE)
     try:
         settings = _load(profile, model, base_url, config,
-                         [*assignments, *_safety_settings(sandbox_mode, allow_network, allow_destructive)])
+                         [*assignments, *_safety_settings(sandbox_mode, allow_network, allow_destructive, no_mcp)])
         code = run_fix(settings, FixOptions(root=path, task=text, allow_commands=yes, max_steps=max_steps,
                                             output_patch=output_patch, trajectory=trajectory,
                                             json_events=json_events))
@@ -279,6 +283,7 @@ def eval_run(
     cache: Path | None = _CACHE,
     env_specs: Path | None = _ENV_SPECS,
     json_events: bool = _JSON,
+    no_mcp: bool = _NO_MCP,
     model: str | None = _MODEL,
     base_url: str | None = _BASE_URL,
     profile: str | None = _PROFILE,
@@ -297,7 +302,7 @@ def eval_run(
     limits = _limit_settings(cost_limit, time_limit)
     selection = _selection(dataset, ids, pattern, slice_spec, repos, output, cache, workers, json_events, env_specs,
                            executor, ray_address)
-    overrides = [*assignments, *limits]
+    overrides = [*assignments, *limits, *["mcp=false"] * no_mcp]
     if runs is None:
         raise _eval_exit(lambda: run(selection, _load(profile, model, base_url, config, overrides),
                                      max_steps=max_steps, environ=os.environ))
@@ -441,6 +446,7 @@ def _eval_exit(command: Callable[[], int]) -> typer.Exit:
 
 engine_app = typer.Typer(help="The local K2 / DeepSeek-V3 engine's own tools.", no_args_is_help=True)
 app.add_typer(engine_app, name="engine")
+app.add_typer(mcp_app, name="mcp")
 
 
 @engine_app.command("make-tiny")

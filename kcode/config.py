@@ -22,7 +22,8 @@ wherever `KCODE_CONFIG` points:
 Keys belong in the environment. A profile may hold `api_key` itself, but only in a file nobody else can
 read (mode 600), the rule ssh applies to private keys. Each setting `name` can also be set by the
 variable `KCODE_NAME` (an empty value counts as unset); `KCODE_PROFILE`, `KCODE_BASE_URL`,
-`KCODE_API_KEY` and `KCODE_MODEL` choose and change the profile.
+`KCODE_API_KEY` and `KCODE_MODEL` choose and change the profile. `[mcp_servers.NAME]` tables add the tools
+of MCP servers (see kcode/mcp/config.py).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any, cast, get_args
 
 from kcode.agent.approvals import ApprovalMode
 from kcode.errors import ConfigError
+from kcode.mcp.config import McpServerConfig, parse_mcp_servers
 from kcode.profiles import (
     DEFAULT_CONTEXT_WINDOW,
     Profile,
@@ -115,6 +117,10 @@ class Settings:
     secret_files: tuple[str, ...] = ToolSettings.secret_files
     """Gitignore-style globs of files the editor and search leave alone because they look like credentials
     (`.env`, private keys, ...; see tools/secret_files.py). `[]` turns this off."""
+    mcp: bool = True
+    """Give the agent the tools of the servers in `[mcp_servers]`; `--no-mcp` sets it false for one run."""
+    mcp_servers: tuple[McpServerConfig, ...] = ()
+    """The `[mcp_servers.NAME]` tables of the config file, in order (disabled ones too)."""
     credential_variables: frozenset[str] = frozenset()
     """Variables of the environment the settings were loaded from whose names say they hold credentials
     (`*_API_KEY`, `*_TOKEN`, `*SECRET*`, ...); filled in by `load_settings`."""
@@ -195,6 +201,7 @@ _SETTINGS_KEYS: dict[str, _Key] = {
     "sandbox": _Key(str, "one of off, workspace-write, read-only", lambda v: v in SANDBOX_MODES),
     "allow_network": _Key(bool, "true or false", lambda v: True),
     "allow_destructive": _Key(bool, "true or false", lambda v: True),
+    "mcp": _Key(bool, "true or false", lambda v: True),
     "secret_files": _Key(tuple, "a list of gitignore-style globs (comma-separated in a variable or flag)",
                          _valid_globs),
 }
@@ -237,7 +244,15 @@ def load_settings(env: Mapping[str, str], overrides: Overrides | None = None) ->
     values = _layered_settings(document, path, env, overrides)
     profile = _resolve_profile(document, path, env, overrides)
     return Settings(profile=profile, config_dir=config_dir, data_dir=data_dir(env), config_file=path,
+                    mcp_servers=parse_mcp_servers(document.get("mcp_servers", {}), path, env),
                     credential_variables=secret_names(env), **values)
+
+
+def load_mcp_servers(env: Mapping[str, str], config_file: Path | None = None) -> tuple[McpServerConfig, ...]:
+    """The config file's MCP servers alone: `kcode mcp list` needs no model configured."""
+    path = _config_path(env, Overrides(config_file=config_file), config_dir(env))
+    document = _read_toml(path) if path is not None else {}
+    return parse_mcp_servers(document.get("mcp_servers", {}), path, env)
 
 
 def data_dir(env: Mapping[str, str]) -> Path:
@@ -285,7 +300,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    allowed = {"default_profile", "profiles", *_SETTINGS_KEYS}
+    allowed = {"default_profile", "profiles", "mcp_servers", *_SETTINGS_KEYS}
     for key in document:
         if key not in allowed:
             raise ConfigError(f"{path}: unknown key {key!r}; allowed: {', '.join(sorted(allowed))}")

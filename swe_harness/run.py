@@ -21,13 +21,13 @@ from typing import Literal
 
 from kcode.agent.approvals import headless_approvals
 from kcode.agent.conversation import Conversation
-from kcode.agent.events import Event, TurnEndReason, UsageReport
+from kcode.agent.events import Event, Notice, TurnEndReason, UsageReport
 from kcode.agent.limits import Budget
 from kcode.agent.loop import Agent
 from kcode.agent.prompt import project_rules, system_prompt
 from kcode.agent.trajectory import TrajectoryWriter
 from kcode.backends.factory import make_backend
-from kcode.commands.agent_setup import budget, compactor, guarded
+from kcode.commands.agent_setup import budget, compactor, guarded, mcp_servers
 from kcode.config import Settings
 from kcode.messages import system, user
 from swe_harness.dataset import Instance
@@ -122,9 +122,11 @@ def _work(testbed: Testbed, settings: Settings, out_dir: Path, counter: _StepCou
         trajectory(event)
         counter(event)
 
-    with standard_toolset(testbed.workspace, settings.tool_settings(), submit=True,
-                          spill_dir=testbed.scratch / "spill", hidden_env=settings.secret_variables(),
-                          shell_env=testbed.variables, sandbox=testbed.sandbox()) as toolset:
+    with mcp_servers(settings, testbed.workspace, lambda line: emit(Notice(line))) as servers, \
+            standard_toolset(testbed.workspace, settings.tool_settings(), submit=True,
+                             spill_dir=testbed.scratch / "spill", hidden_env=settings.secret_variables(),
+                             shell_env=testbed.variables, sandbox=testbed.sandbox(),
+                             extra_tools=servers.tools() if servers is not None else ()) as toolset:
         agent = Agent(backend, toolset, emit, conversation=_conversation(testbed.workspace, toolset),
                       budget=_CancellableBudget(budget(settings, max_steps=max_steps), cancellation),
                       approvals=guarded(headless_approvals(True), settings, testbed.workspace, toolset,

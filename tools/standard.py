@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from tools.base import Tool
@@ -20,12 +20,14 @@ from tools.workspace import Workspace
 
 def standard_toolset(root: Path, settings: ToolSettings | None = None, *, submit: bool = False,
                      spill_dir: Path | None = None, hidden_env: Iterable[str] = (),
-                     shell_env: Mapping[str, str] | None = None, sandbox: Sandbox | None = None) -> Toolset:
+                     shell_env: Mapping[str, str] | None = None, sandbox: Sandbox | None = None,
+                     extra_tools: Sequence[Tool] = ()) -> Toolset:
     """Tools confined to `root`; outputs cut by the clamp are saved in `spill_dir`, which the editor may view.
 
     The bash session gets `shell_env` (default: this process's environment) less the variables named in
     `hidden_env` (API keys: the model must not read them); it is confined by `sandbox` (unconfined without
-    one). Without `spill_dir` the clamp makes a temporary one.
+    one). Without `spill_dir` the clamp makes a temporary one. `extra_tools` (an MCP server's, say) join the set
+    and share its clamp.
     Close the toolset (or use it in `with`) to end its bash session and remove a temporary spill directory.
     """
     if isinstance(hidden_env, str):
@@ -52,4 +54,4 @@ def standard_toolset(root: Path, settings: ToolSettings | None = None, *, submit
         raise
     if submit:
         tools.append(SubmitTool())
-    return Toolset(tools, clamp)
+    return Toolset([*tools, *extra_tools], clamp)

@@ -1,9 +1,10 @@
 """Which tool calls run at once and which wait for the user, and what the model is told when one is refused.
 
 Modes: `ask` (every command and every edit needs a yes), `auto-edit` (edits run, commands ask) and
-`yolo` (everything runs). Reading never asks. The question goes to an `Approver` the UI implements; a
-headless run gets one that never prompts (`RefuseCommands`), so `kcode fix` without `--yes` refuses
-commands instead of hanging on a prompt nobody will answer, while its edits, the point of a fix, run.
+`yolo` (everything runs). Reading never asks, nor do the tools of an MCP server the user trusts
+(`trusted_tools`). The question goes to an `Approver` the UI implements; a headless run gets one that never
+prompts (`RefuseCommands`), so `kcode fix` without `--yes` refuses commands (an untrusted MCP server's tools
+count as commands) instead of hanging on a prompt nobody will answer, while its edits, the point of a fix, run.
 
 "Always" lasts for the session. For edits it covers every edit. For a shell command it widens only when
 every simple command in it is on the read-only allowlist (`read_only_commands`: `pytest`, `ruff check`,
@@ -48,6 +49,10 @@ COMMANDS_REFUSED = (
     "Not run: shell commands are disabled in this session (kcode fix was started without --yes, and nobody "
     "is there to approve them). Do not try to run commands another way; use the file viewer, the editor and "
     "search instead."
+)
+MCP_TOOL_REFUSED = (
+    "Not run: the tools of this MCP server need the user's approval, and nobody is there to give it (kcode fix was "
+    "started without --yes, and the server is not trusted in config.toml). Do without this tool."
 )
 DESTRUCTIVE_REFUSED = (
     "Not run: {warning} Destructive commands are refused in this session (kcode was not started with "
@@ -125,7 +130,9 @@ class RefuseCommands:
     """The policy of a run nobody watches: edits may go ahead, commands are refused with a reason."""
 
     def decide(self, request: ApprovalRequest) -> Decision:
-        return Decision("no", COMMANDS_REFUSED) if request.kind == "command" else Decision.yes()
+        if request.kind != "command":
+            return Decision.yes()
+        return Decision("no", MCP_TOOL_REFUSED if request.call.name.startswith("mcp__") else COMMANDS_REFUSED)
 
 
 @dataclass
@@ -149,6 +156,8 @@ class Approvals:
     widened: set[tuple[str, ...]] = field(default_factory=set)
     """Keys (`read_only_commands.widening_key`) of read-only commands approved with "always"."""
     exact_calls: set[str] = field(default_factory=set)
+    trusted_tools: frozenset[str] = frozenset()
+    """Tools that run without asking in every mode: those of MCP servers configured with `trust = true`."""
 
     def __post_init__(self) -> None:
         if self.mode not in get_args(ApprovalMode):
@@ -168,6 +177,9 @@ class Approvals:
             return None
         kind = classify(call.name, arguments)
         if kind in ("read", "control"):
+            return None
+        if call.name in self.trusted_tools:
+            self._record(call, "yes", asked=False, warning=None)
             return None
         cwd = self.shell_cwd() if self.shell_cwd is not None and call.name == _SHELL_TOOL else None
         warning = self._warning(call.name, arguments, cwd)

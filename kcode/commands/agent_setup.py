@@ -1,11 +1,13 @@
 """What `chat`, `fix` and the harness build alike: the limits, the compactor, the sandbox, the guarded approvals,
-the checkpoints and the system prompt of an agent."""
+the checkpoints, the MCP servers and the system prompt of an agent."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kcode.agent.approvals import Approvals
 from kcode.agent.context import CompactionSettings, Compactor
@@ -17,10 +19,14 @@ from kcode.backends.base import Backend
 from kcode.checkpoints.steps import SessionCheckpoints
 from kcode.checkpoints.store import CheckpointStore, store_directory
 from kcode.config import Settings
+from kcode.mcp.tools import McpTool
 from kcode.messages import system
 from tools.bash import BashTool
 from tools.sandbox import Sandbox, SandboxPolicy, sandbox_for
 from tools.toolset import Toolset
+
+if TYPE_CHECKING:
+    from kcode.mcp.connection import McpServers
 
 
 def budget(settings: Settings, *, max_steps: int | None = None) -> Budget:
@@ -32,11 +38,33 @@ def budget(settings: Settings, *, max_steps: int | None = None) -> Budget:
 def guarded(approvals: Approvals, settings: Settings, root: Path, toolset: Toolset, *, home: Path,
             on_decision: Callable[[ApprovalDecided], None] | None) -> Approvals:
     """`approvals` with the destructive-command guard told what is precious (the workspace, `home`) and where
-    the bash session stands, so `rm -rf build` is judged where it will run; decisions go to `on_decision`."""
+    the bash session stands, so `rm -rf build` is judged where it will run, and with the tools of trusted MCP
+    servers let through; decisions go to `on_decision`."""
     bash = toolset.get("bash")
     shell_cwd = (lambda: bash.session.cwd) if isinstance(bash, BashTool) else None
+    trusted = frozenset(name for name in toolset.names
+                        if isinstance(tool := toolset.get(name), McpTool) and tool.trusted)
     return replace(approvals, allow_destructive=settings.allow_destructive, workspace=root, home=home,
-                   shell_cwd=shell_cwd, on_decision=on_decision)
+                   shell_cwd=shell_cwd, on_decision=on_decision, trusted_tools=trusted)
+
+
+@contextmanager
+def mcp_servers(settings: Settings, root: Path, report: Callable[[str], object]) -> Iterator[McpServers | None]:
+    """The configured MCP servers, connected for the session (each one that fails is reported in one line and left
+    out); None, without importing the SDK, when none is enabled or `--no-mcp` turned them off.
+
+    The SDK is imported here, inside the function, so that `kcode --help` and sessions without servers skip it.
+    """
+    if not settings.mcp or not any(config.enabled for config in settings.mcp_servers):
+        yield None
+        return
+    from kcode.mcp.connection import McpServers
+
+    with McpServers.start(settings.mcp_servers, cwd=root) as servers:
+        for status in servers.statuses():
+            if status.state == "failed":
+                report(f"MCP server {status.name} is left out: {status.detail}")
+        yield servers
 
 
 def checkpoints(settings: Settings, root: Path, session_id: str) -> SessionCheckpoints:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,11 +22,20 @@ from kcode.agent.loop import Agent
 from kcode.backends.factory import backend_notice, make_backend
 from kcode.checkpoints.steps import history_before
 from kcode.checkpoints.store import CheckpointError
-from kcode.commands.agent_setup import budget, checkpoints, compactor, guarded, new_conversation, sandbox
+from kcode.commands.agent_setup import (
+    budget,
+    checkpoints,
+    compactor,
+    guarded,
+    mcp_servers,
+    new_conversation,
+    sandbox,
+)
 from kcode.commands.checkpoints import print_checkpoints, restore_report
 from kcode.commands.piped_input import NobodyToAsk
 from kcode.config import Settings
 from kcode.errors import KcodeError
+from kcode.mcp.status import status_lines
 from kcode.messages import user
 from kcode.sessions import LoadedSession, SessionRecorder, SessionStore
 from kcode.ui.approval_prompt import TerminalApprover
@@ -33,6 +43,9 @@ from kcode.ui.render import ChatRenderer
 from kcode.ui.repl_input import ReplInput
 from tools.standard import standard_toolset
 from tools.toolset import Toolset
+
+if TYPE_CHECKING:
+    from kcode.mcp.connection import McpServers
 
 HELP = """\
 /help            this list
@@ -43,6 +56,7 @@ HELP = """\
 /undo            put back the files the last step changed (again: redo)
 /rewind N        files and conversation back to before the Nth-last step
 /checkpoints     this session's checkpoints
+/mcp [restart S] the MCP servers and their tools; restart server S
 /exit            leave (Ctrl-D does too)
 
 Enter sends; Esc-Enter (or a trailing \\) starts a new line; @path completes file names.
@@ -64,8 +78,10 @@ class ChatSession:
     """One REPL: the agent, its session file and the screen, wired together."""
 
     def __init__(self, settings: Settings, options: ChatOptions, console: Console, toolset: Toolset,
-                 reload: Callable[[str], Settings], repl: ReplInput | None = None) -> None:
+                 reload: Callable[[str], Settings], repl: ReplInput | None = None,
+                 mcp: McpServers | None = None) -> None:
         self.settings, self.options, self.console, self.toolset = settings, options, console, toolset
+        self.mcp = mcp
         self.reload = reload
         self.renderer = ChatRenderer(console)
         self.store = SessionStore(settings.data_dir / "sessions")
@@ -150,6 +166,8 @@ class ChatSession:
             self.console.print(self._cost_line())
         elif command in ("/undo", "/rewind", "/checkpoints"):
             self._checkpoint_command(command, argument)
+        elif command == "/mcp":
+            self._mcp_command(argument)
         else:
             self.console.print(f"[red]Unknown command {escape(command)}.[/] /help lists the commands.")
         return None
@@ -165,6 +183,25 @@ class ChatSession:
                 self._rewind(argument)
         except CheckpointError as exc:
             self.console.print(f"[red]{escape(str(exc))}[/]")
+
+    def _mcp_command(self, argument: str) -> None:
+        """`/mcp` lists the session's servers and tools; `/mcp restart NAME` starts a stopped server again."""
+        verb, _, name = argument.partition(" ")
+        if self.mcp is None:
+            self.console.print("[dim]No MCP servers in this session (none is configured, or --no-mcp).[/]")
+            return
+        if verb not in ("", "restart") or (verb == "restart") != bool(name.strip()):
+            self.console.print("[red]/mcp lists the MCP servers; /mcp restart NAME restarts one.[/]")
+            return
+        statuses = self.mcp.statuses()
+        if verb == "restart":
+            restarted = self.mcp.restart(name.strip())
+            if restarted is None:
+                self.console.print(f"[red]No enabled MCP server is named {escape(name.strip())}.[/]")
+                return
+            statuses = [restarted]
+        for line in status_lines(statuses):
+            self.console.print(escape(line))
 
     def _rewind(self, argument: str) -> None:
         if not argument.isdigit() or int(argument) < 1:
@@ -257,6 +294,7 @@ def run_chat(settings: Settings, options: ChatOptions, reload: Callable[[str], S
     shell_box = sandbox(settings, options.root, Path.home())
     if shell_box.notice is not None:
         console.print(f"[yellow]{escape(shell_box.notice)}[/]")
-    with standard_toolset(options.root, settings.tool_settings(), hidden_env=settings.secret_variables(),
-                          sandbox=shell_box) as toolset:
-        ChatSession(settings, options, console, toolset, reload).run()
+    with mcp_servers(settings, options.root, lambda line: console.print(f"[yellow]{escape(line)}[/]")) as servers, \
+            standard_toolset(options.root, settings.tool_settings(), hidden_env=settings.secret_variables(),
+                             sandbox=shell_box, extra_tools=servers.tools() if servers is not None else ()) as toolset:
+        ChatSession(settings, options, console, toolset, reload, mcp=servers).run()

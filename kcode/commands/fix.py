@@ -21,7 +21,15 @@ from kcode.agent.loop import Agent
 from kcode.agent.prompt import fix_prompt
 from kcode.agent.trajectory import TrajectoryWriter
 from kcode.backends.factory import backend_notice, make_backend
-from kcode.commands.agent_setup import budget, checkpoints, compactor, guarded, new_conversation, sandbox
+from kcode.commands.agent_setup import (
+    budget,
+    checkpoints,
+    compactor,
+    guarded,
+    mcp_servers,
+    new_conversation,
+    sandbox,
+)
 from kcode.config import Settings
 from kcode.messages import user
 from kcode.ui.headless import JsonEventWriter, ProgressPrinter
@@ -79,8 +87,10 @@ def run_fix(settings: Settings, options: FixOptions, *, stdout: TextIO = sys.std
         sinks.append(TrajectoryWriter(options.trajectory, {"task": options.task, "model": settings.profile.model,
                                                            "workspace": str(options.root)}))
     with WorkspaceSnapshot.take(options.root) as snapshot, \
+            mcp_servers(settings, options.root, lambda line: stderr.write(f"kcode: {line}\n")) as servers, \
             standard_toolset(options.root, settings.tool_settings(), submit=True,
-                             hidden_env=settings.secret_variables(), sandbox=shell_box) as toolset:
+                             hidden_env=settings.secret_variables(), sandbox=shell_box,
+                             extra_tools=servers.tools() if servers is not None else ()) as toolset:
         emit = _fan_out(sinks)
         agent = Agent(backend, toolset, emit, conversation=new_conversation(options.root, toolset),
                       budget=budget(settings, max_steps=options.max_steps),

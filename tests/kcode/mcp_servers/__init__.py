@@ -1,0 +1,1 @@
+"""Real MCP servers the MCP tests run, written with the official SDK."""
