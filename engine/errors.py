@@ -54,3 +54,7 @@ class SamplingParamsError(EngineError):
 
 class RequestError(EngineError):
     """A prompt the model cannot take: empty, too long for the context, or holding ids outside the vocabulary."""
+
+
+class ContextLengthError(RequestError):
+    """A prompt that leaves no room to generate in the context (OpenAI's `context_length_exceeded`)."""

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 import torch
 
-from engine.errors import RequestError
+from engine.errors import ContextLengthError, RequestError
 from engine.sampling import SamplingParams, request_generator
 
 FinishReason = Literal["stop", "length"]
@@ -89,7 +89,7 @@ def check_request(request: Request, *, vocab_size: int, max_model_len: int, labe
     if bad is not None:
         raise RequestError(f"{label} holds {bad!r}; token ids are integers in 0..{vocab_size - 1}")
     if len(prompt) >= max_model_len:
-        raise RequestError(
+        raise ContextLengthError(
             f"{label} has {len(prompt)} tokens; the context holds {max_model_len}, leaving none to generate"
         )
 

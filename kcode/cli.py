@@ -29,6 +29,7 @@ from kcode.commands.cli_options import (
 )
 from kcode.commands.eval_cli import eval_app
 from kcode.commands.mcp import mcp_app  # options only: the MCP SDK is imported when it runs
+from kcode.commands.serve import serve_command  # options only: the engine is imported when it runs
 
 app = typer.Typer(
     name="kcode",
@@ -199,6 +200,7 @@ app.add_typer(eval_app, name="eval")
 
 engine_app = typer.Typer(help="The local K2 / DeepSeek-V3 engine's own tools.", no_args_is_help=True)
 app.add_typer(engine_app, name="engine")
+app.command("serve")(serve_command)
 app.add_typer(mcp_app, name="mcp")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).parents[2]
 HEAVY = ("torch", "triton", "safetensors", "tiktoken", "transformers")
-ENGINE_BOUNDARY = {"kcode/backends/local.py", "kcode/serve.py", "kcode/commands/engine_tools.py"}
+ENGINE_BOUNDARY = {"kcode/backends/local.py", "kcode/commands/serve.py", "kcode/commands/engine_tools.py"}
 """The only kcode modules that may import `engine` (and so torch), and only inside a function (STYLE.md §8)."""
 
 
