@@ -8,8 +8,8 @@ its slot, then gathers every sequence's keys through its block table and runs th
 sequences (one query each) share one padded kernel call; each prefill chunk gets its own, so a long chunk's
 scores are [1, H, chunk, T] and never padded to the batch.
 
-The gather is a torch index on CPU and GPU alike; a fused kernel that reads through the block table is the
-GPU issue's business.
+Where the GPU kernels run (`engine.kernels.select`), decoding rows go through the Triton MLA decode kernel,
+which reads the block tables itself; elsewhere every call gathers its keys with a torch index.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import torch
 
 from engine.config import ModelConfig
-from engine.models.deepseek_v3 import AttendKernel, Device
+from engine.kernels.mla_decode import mla_decode
+from engine.kernels.select import use_kernels
+from engine.models.deepseek_v3 import Device, LatentAttention, MultiHeadLatentAttention
 
 
 class PagedLatentCache:
@@ -51,16 +53,24 @@ class Piece:
 
 @dataclass(frozen=True)
 class _KernelCall:
-    """One attention kernel call: rows of queries [B, S] and the key slots [B, T] each row may see."""
+    """One attention call: rows of queries [B, S], and each row's keys through its block table."""
 
     queries: torch.Tensor
     """[B, S] index into the pass's N tokens; padding repeats a real query and is dropped after."""
     real: torch.Tensor
     """[B, S] true where `queries` is not padding."""
+    block_tables: torch.Tensor
+    """[B, max_blocks] int32, padded with block 0 (never read unmasked)."""
+    seq_lens: torch.Tensor
+    """[B] int32: keys each row sees, its new tokens included."""
     key_slots: torch.Tensor
-    """[B, T] cache slot of each visible key; padding points at slot 0 and is masked."""
+    """[B, T] cache slot of each key position; past a row's length it points anywhere and is masked."""
     allowed: torch.Tensor
     """[B, S, T] causal mask within each row's keys."""
+
+    @property
+    def decoding(self) -> bool:
+        return self.queries.shape[1] == 1
 
 
 class PagedAttention:
@@ -79,43 +89,65 @@ class PagedAttention:
         chunks = [i for i, p in enumerate(pieces) if p.count > 1]
         groups = ([decodes] if decodes else []) + [[i] for i in chunks]
         self.calls = [self._kernel_call([pieces[i] for i in g], [offsets[i] for i in g], device) for g in groups]
+        self.use_kernels = use_kernels(device)
 
     def _kernel_call(self, pieces: list[Piece], offsets: list[int], device: torch.device) -> _KernelCall:
+        size = self.cache.block_size
         width = max(p.count for p in pieces)
-        visible = max(p.start + p.count for p in pieces)
-        queries, real, key_slots, last_query = [], [], [], []
-        for piece, offset in zip(pieces, offsets, strict=True):
-            queries.append([offset + min(s, piece.count - 1) for s in range(width)])
-            real.append([s < piece.count for s in range(width)])
-            seen = piece.start + piece.count
-            key_slots.append(self.cache.slots(piece.block_table, 0, seen) + [0] * (visible - seen))
-            last_query.append(piece.start + piece.count - 1)
-        query_position = torch.tensor([[p.start] for p in pieces], device=device) + torch.arange(width, device=device)
-        query_position = query_position.minimum(torch.tensor(last_query, device=device)[:, None])  # [B, S]
-        allowed = torch.arange(visible, device=device)[None, None, :] <= query_position[..., None]
+        lens = [p.start + p.count for p in pieces]
+        visible = max(lens)
+        blocks = -(-visible // size)
+        tables = [list(p.block_table[: -(-n // size)]) for p, n in zip(pieces, lens, strict=True)]
+        block_tables = torch.tensor([t + [0] * (blocks - len(t)) for t in tables], dtype=torch.int32, device=device)
+        position = torch.arange(visible, device=device)
+        key_slots = block_tables.long()[:, position // size] * size + position % size  # [B, T]
+        queries = torch.tensor([[o + min(s, p.count - 1) for s in range(width)] for p, o in zip(pieces, offsets,
+                                                                                                  strict=True)])
+        starts = torch.tensor([p.start for p in pieces], device=device)
+        seq_lens = torch.tensor(lens, dtype=torch.int32, device=device)
+        query_position = (starts[:, None] + torch.arange(width, device=device)).minimum(seq_lens[:, None] - 1)
         return _KernelCall(
-            torch.tensor(queries, device=device),
-            torch.tensor(real, device=device),
-            torch.tensor(key_slots, device=device),
-            allowed,
+            queries=queries.to(device),
+            real=torch.arange(width, device=device)[None, :] < (seq_lens - starts)[:, None],
+            block_tables=block_tables,
+            seq_lens=seq_lens,
+            key_slots=key_slots,
+            allowed=position[None, None, :] <= query_position[..., None],
         )
 
     def attend(
         self, layer: int, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor,
-        kernel: AttendKernel,
+        attention: MultiHeadLatentAttention,
     ) -> torch.Tensor:
-        """q_nope/q_pe [1, N, H, *], latent/k_pe [1, N, *] -> [1, N, H, v]."""
+        """q_nope/q_pe [1, N, H, *], latent/k_pe [1, N, *] -> [1, N, H, v]. Decoding rows go through the MLA decode
+        kernel, which reads the block tables itself, where kernels run; everything else gathers its keys."""
         cache_latent, cache_k_rope = self.cache.latent[layer], self.cache.k_rope[layer]
         cache_latent[self.write_slots] = latent[0]
         cache_k_rope[self.write_slots] = k_pe[0]
         out: torch.Tensor | None = None
         for call in self.calls:
-            result = kernel(
-                q_nope[0, call.queries], q_pe[0, call.queries],
-                cache_latent[call.key_slots], cache_k_rope[call.key_slots], call.allowed,
-            )  # [B, S, H, v]
+            q_nope_rows, q_pe_rows = q_nope[0, call.queries], q_pe[0, call.queries]  # [B, S, H, *]
+            if call.decoding and self.use_kernels and attention.form == "absorbed":
+                decode = self._decode_kernel(call, cache_latent, cache_k_rope, attention.scale)
+                result = attention.attend_in_latent_space(q_nope_rows, q_pe_rows, decode)
+            else:
+                result = attention.attend_over(
+                    q_nope_rows, q_pe_rows, cache_latent[call.key_slots], cache_k_rope[call.key_slots], call.allowed
+                )  # [B, S, H, v]
             if out is None:
                 out = result.new_empty(q_nope.shape[1], *result.shape[2:])
             out[call.queries[call.real]] = result[call.real]
         assert out is not None, "a pass has at least one piece"
         return out[None]
+
+    def _decode_kernel(
+        self, call: _KernelCall, cache_latent: torch.Tensor, cache_k_rope: torch.Tensor, scale: float
+    ) -> LatentAttention:
+        """Latent-space attention of one query per row, straight from the cache through the block tables."""
+
+        def attend(q_latent: torch.Tensor, q_rope: torch.Tensor) -> torch.Tensor:  # [B, 1, H, *]
+            out = mla_decode(q_latent[:, 0], q_rope[:, 0], cache_latent, cache_k_rope, call.block_tables,
+                             call.seq_lens, self.cache.block_size, scale)
+            return out[:, None]
+
+        return attend

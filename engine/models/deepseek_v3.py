@@ -25,6 +25,9 @@ from torch import nn
 from engine.config import ModelConfig
 from engine.errors import ModelInputError
 from engine.fp8 import FP8_DTYPE, dequantize_block_fp8, scale_grid_shape
+from engine.kernels.fp8_linear import fp8_linear
+from engine.kernels.fused_moe import StackedExperts, fused_moe, share_stacked_storage, stack_experts
+from engine.kernels.select import use_kernels
 
 Device = torch.device | str
 AttentionForm = Literal["plain", "absorbed"]
@@ -75,8 +78,9 @@ class Linear(nn.Module):
 
 
 class Fp8Linear(nn.Module):
-    """A block-fp8 weight with its fp32 `weight_scale_inv`, dequantised to the compute dtype on every use:
-    weight-only fp8 (activations stay in the compute dtype), half of bf16's weight memory."""
+    """A block-fp8 weight with its fp32 `weight_scale_inv`, kept in fp8: half of bf16's weight memory. On a
+    GPU the product runs in fp8 (activations quantised per token per 128 channels, `engine.kernels.fp8_linear`);
+    on the CPU the weight is dequantised to the compute dtype on every use."""
 
     def __init__(self, fan_in: int, fan_out: int, *, block: tuple[int, int], dtype: torch.dtype, device: Device):
         super().__init__()
@@ -90,7 +94,7 @@ class Fp8Linear(nn.Module):
         return dequantize_block_fp8(self.weight, self.weight_scale_inv, self.block, self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.dense_weight())
+        return fp8_linear(x, self.weight, self.weight_scale_inv, self.block)
 
 
 def _projection(fan_in: int, fan_out: int, options: ModelOptions, device: Device) -> Linear | Fp8Linear:
@@ -186,18 +190,19 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 # ---- where attention reads its keys ---------------------------------------------------------------------
 
 
-AttendKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""(q_nope [B, S, H, nope], q_pe [B, S, H, R], latent [B, T, C], k_pe [B, T, R], allowed [B, S, T]) -> [B, S, H, v]."""
+LatentAttention = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(q_latent [B, S, H, C], q_pe [B, S, H, R]) -> out_latent [B, S, H, C]: attention in latent space over keys
+that live wherever the caller keeps them (gathered tensors, or a paged cache a kernel reads directly)."""
 
 
 class AttentionContext(Protocol):
-    """One forward pass's keys: stores the new tokens' latents where later passes find them and runs the
-    attention kernel over every key each query may see. `DenseAttention` is the cacheless one; the paged
-    latent cache (`engine.paged_cache`) is the one generation uses."""
+    """One forward pass's keys: stores the new tokens' latents where later passes find them and has the layer
+    attend over every key each query may see. `DenseAttention` is the cacheless one; the paged latent cache
+    (`engine.paged_cache`) is the one generation uses."""
 
     def attend(
         self, layer: int, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor,
-        kernel: AttendKernel,
+        attention: MultiHeadLatentAttention,
     ) -> torch.Tensor:
         """The new tokens' q_nope/q_pe [B, S, H, *] and latent/k_pe [B, S, *] -> attention output [B, S, H, v]."""
         ...
@@ -217,9 +222,9 @@ class DenseAttention:
 
     def attend(
         self, layer: int, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor,
-        kernel: AttendKernel,
+        attention: MultiHeadLatentAttention,
     ) -> torch.Tensor:
-        return kernel(q_nope, q_pe, latent, k_pe, self.allowed)
+        return attention.attend_over(q_nope, q_pe, latent, k_pe, self.allowed)
 
 
 # ---- attention -----------------------------------------------------------------------------------------
@@ -261,9 +266,31 @@ class MultiHeadLatentAttention(nn.Module):
         latent, k_pe = self.kv_a_proj_with_mqa(x).split([self.rank, self.rope], dim=-1)
         latent = self.kv_a_layernorm(latent)  # [B, S, C]
         k_pe = apply_rope(k_pe, cos, sin)  # [B, S, R], one key shared by all heads
-        kernel = self._plain if self.form == "plain" else self._absorbed
-        out = context.attend(self.layer, q_nope, q_pe, latent, k_pe, kernel)  # [B, S, H, v]
+        out = context.attend(self.layer, q_nope, q_pe, latent, k_pe, self)  # [B, S, H, v]
         return self.o_proj(out.flatten(2))
+
+    def attend_over(
+        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention of queries [B, S, H, *] over keys [B, T, *] where `allowed` [B, S, T], in this layer's form."""
+        if self.form == "plain":
+            return self._plain(q_nope, q_pe, latent, k_pe, allowed)
+        return self.attend_in_latent_space(
+            q_nope, q_pe, lambda q_latent, q_rope: self._latent_attention(q_latent, q_rope, latent, k_pe, allowed)
+        )
+
+    def attend_in_latent_space(
+        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent_attention: LatentAttention
+    ) -> torch.Tensor:
+        """The absorbed form around any latent-space attention: q_nope.(W_uk c) = (W_uk^T q_nope).c, so the
+        query is folded into the 512-d latent space, and W_uv is applied after the sum."""
+        dtype = q_nope.dtype  # on CPU in fp32: torch's bf16 batched matmul there is 4-6x slower than fp32
+        compute = torch.float32 if q_nope.device.type == "cpu" else dtype
+        w = self.kv_b_proj.dense_weight().view(self.heads, self.nope + self.v_dim, self.rank).to(compute)
+        w_uk, w_uv = w[:, : self.nope], w[:, self.nope :]  # [H, nope, C], [H, v, C]
+        q_latent = torch.einsum("bshd,hdc->bshc", q_nope.to(compute), w_uk)
+        out_latent = latent_attention(q_latent, q_pe.to(compute))
+        return torch.einsum("bshc,hdc->bshd", out_latent.to(compute), w_uv).to(dtype)
 
     def _softmax(self, scores: torch.Tensor, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         scores = (scores.float() * self.scale).masked_fill(~allowed[:, None], float("-inf"))
@@ -281,20 +308,15 @@ class MultiHeadLatentAttention(nn.Module):
         probs = self._softmax(torch.einsum("bshd,bthd->bhst", q, k), allowed, v.dtype)
         return torch.einsum("bhst,bthd->bshd", probs, v)
 
-    def _absorbed(
-        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor, allowed: torch.Tensor
+    def _latent_attention(
+        self, q_latent: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor,
+        allowed: torch.Tensor,
     ) -> torch.Tensor:
-        """Attention in latent space: q_nope.(W_uk c) = (W_uk^T q_nope).c, and W_uv applied after the sum."""
-        dtype = latent.dtype  # on CPU in fp32: torch's bf16 batched matmul there is 4-6x slower than fp32
-        if latent.device.type == "cpu":
-            q_nope, q_pe, latent, k_pe = q_nope.float(), q_pe.float(), latent.float(), k_pe.float()
-        w = self.kv_b_proj.dense_weight().view(self.heads, self.nope + self.v_dim, self.rank).to(latent.dtype)
-        w_uk, w_uv = w[:, : self.nope], w[:, self.nope :]  # [H, nope, C], [H, v, C]
-        q_latent = torch.einsum("bshd,hdc->bshc", q_nope, w_uk)
+        """Softmax attention in latent space over gathered keys [B, T, C] / [B, T, R] -> [B, S, H, C]."""
+        latent, k_pe = latent.to(q_latent.dtype), k_pe.to(q_latent.dtype)
         scores = torch.einsum("bshc,btc->bhst", q_latent, latent) + torch.einsum("bshr,btr->bhst", q_pe, k_pe)
         probs = self._softmax(scores, allowed, latent.dtype)
-        out_latent = torch.einsum("bhst,btc->bshc", probs, latent)
-        return torch.einsum("bshc,hdc->bshd", out_latent, w_uv).to(dtype)
+        return torch.einsum("bhst,btc->bshc", probs, latent)
 
 
 # ---- mixture of experts --------------------------------------------------------------------------------
@@ -337,15 +359,27 @@ class MoE(nn.Module):
         self.experts = nn.ModuleList(MLP(d, inter, options, device) for _ in range(config.n_routed_experts))
         shared = config.n_shared_experts
         self.shared_experts = MLP(d, inter * shared, options, device) if shared else None
+        self._stacked: StackedExperts | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])  # [N, D]
         weights, indices = self.gate(flat)
-        route = self._loop if self.form == "loop" else self._grouped
-        out = route(flat, weights, indices).to(x.dtype)
+        if use_kernels(flat.device):
+            out = fused_moe(flat, weights, indices, self._stacked_experts()).to(x.dtype)
+        else:
+            route = self._loop if self.form == "loop" else self._grouped
+            out = route(flat, weights, indices).to(x.dtype)
         if self.shared_experts is not None:
             out = out + self.shared_experts(flat)
         return out.view_as(x)
+
+    def _stacked_experts(self) -> StackedExperts:
+        """The experts' weights as the fused kernels read them, stacked on first use: the checkpoint loads into
+        the per-expert modules by name, which then share the stacks' storage rather than hold a second copy."""
+        if self._stacked is None:
+            self._stacked = stack_experts(self.experts)
+            share_stacked_storage(self.experts, self._stacked)
+        return self._stacked
 
     def _loop(self, flat: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Reference: each expert in turn gathers its tokens; sums in fp32."""
