@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from engine.config import ModelConfig
+from engine.cuda_graphs import DecodeGraphs
 from engine.fp8 import FP8_DTYPE, quantize_activation_fp8, quantize_block_fp8
 from engine.models.deepseek_v3 import DeepseekV3ForCausalLM, ModelOptions, MoE
 from engine.paged_cache import PagedAttention, PagedLatentCache, Piece
@@ -125,17 +126,25 @@ def _forward(model: DeepseekV3ForCausalLM, cache: PagedLatentCache, pieces: list
     device = cache.device
     ids = torch.randint(0, model.config.vocab_size, (1, sum(p.count for p in pieces)), device=device)
     positions = torch.tensor([[t for p in pieces for t in range(p.start, p.start + p.count)]], device=device)
-    hidden = model.model(ids, positions, PagedAttention(cache, pieces))  # [1, N, D]
+    hidden = model.model(ids, positions, PagedAttention.for_pieces(cache, pieces))  # [1, N, D]
     ends = torch.tensor(list(itertools.accumulate(p.count for p in pieces)), device=device) - 1
     tokens: torch.Tensor = model.lm_head(hidden[0, ends]).argmax(dim=-1)
     return tokens
 
 
-def decode_step_seconds(check: Check, model: DeepseekV3ForCausalLM, batch: int, context: int) -> float:
-    """One decode step of `batch` sequences that each hold `context` cached tokens."""
+def decode_step_seconds(
+    check: Check, model: DeepseekV3ForCausalLM, batch: int, context: int
+) -> tuple[float, float | None]:
+    """One decode step of `batch` sequences that each hold `context` cached tokens: run eagerly, and replayed
+    from a CUDA graph as the engine does on a GPU (None on the CPU)."""
     cache, tables = _paged(model, batch, context + 1)
     pieces = [Piece(table, context, 1) for table in tables]
-    return check.seconds(_forward, model, cache, pieces, calls=1 if check.smoke else 5)
+    calls = 1 if check.smoke else 5
+    eager = check.seconds(_forward, model, cache, pieces, calls=calls)
+    if check.device.type != "cuda":
+        return eager, None
+    graphs = DecodeGraphs(model, cache, max_batch=batch, max_model_len=context + 1)
+    return eager, check.seconds(graphs.logits, [1] * batch, [context] * batch, tables, calls=calls)
 
 
 def prefill_seconds(check: Check, model: DeepseekV3ForCausalLM, tokens: int) -> float:
@@ -347,7 +356,8 @@ def models(check: Check) -> None:
             rates[label] = {}
             for batch in batches:
                 check.require_time()
-                step_s = decode_step_seconds(check, model, batch, context)
+                eager_s, graph_s = decode_step_seconds(check, model, batch, context)
+                step_s = graph_s or eager_s
                 read = decode_bytes_per_step(model, batch, context)
                 share = read / step_s / check.copy_bytes_per_s
                 rates[label][f"decode b{batch}"] = batch / step_s
@@ -356,7 +366,8 @@ def models(check: Check) -> None:
                     check.figures[key] = max(check.figures.get(key, 0.0), value)
                 print(
                     f"  decode batch {batch:>3}, context {context}: {batch / step_s:,.0f} tok/s, "
-                    f"{step_s * 1e3:.2f} ms/step, {read / 1e9:.3g} GB read/step, {share:.0%} of copy bandwidth",
+                    f"{step_s * 1e3:.2f} ms/step ({eager_s * 1e3:.2f} without CUDA graphs), "
+                    f"{read / 1e9:.3g} GB read/step, {share:.0%} of copy bandwidth",
                     flush=True,
                 )
             check.require_time()

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from engine.block_manager import BlockManager
+from engine.cuda_graphs import DecodeGraphs
 from engine.errors import ModelInputError
+from engine.kernels.select import use_cuda_graphs
 from engine.model_runner import ModelRunner
 from engine.models.deepseek_v3 import DeepseekV3ForCausalLM
 from engine.paged_cache import PagedLatentCache
@@ -80,7 +82,10 @@ class EngineCore:
         cache = PagedLatentCache(
             model.config, num_blocks, options.block_size, dtype=model.options.dtype, device=self.device
         )
-        self.runner = ModelRunner(model, cache, sampled_vocab=sampled_vocab)
+        graphs = None
+        if use_cuda_graphs(self.device) and model.options.attention == "absorbed":
+            graphs = DecodeGraphs(model, cache, max_batch=options.max_num_seqs, max_model_len=max_model_len)
+        self.runner = ModelRunner(model, cache, sampled_vocab=sampled_vocab, graphs=graphs)
         self.scheduler = Scheduler(
             self.blocks, max_num_seqs=options.max_num_seqs, max_num_batched_tokens=options.max_num_batched_tokens
         )

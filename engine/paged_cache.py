@@ -20,15 +20,20 @@ from dataclasses import dataclass
 import torch
 
 from engine.config import ModelConfig
+from engine.errors import ModelInputError
 from engine.kernels.mla_decode import mla_decode
 from engine.kernels.select import use_kernels
 from engine.models.deepseek_v3 import Device, LatentAttention, MultiHeadLatentAttention
 
 
 class PagedLatentCache:
+    """`num_blocks` blocks for sequences, plus one scratch block that padding rows of a CUDA graph's batch
+    write and read, so they never touch a sequence's latents."""
+
     def __init__(self, config: ModelConfig, num_blocks: int, block_size: int, *, dtype: torch.dtype, device: Device):
-        slots, layers = num_blocks * block_size, config.num_hidden_layers
+        slots, layers = (num_blocks + 1) * block_size, config.num_hidden_layers
         self.block_size = block_size
+        self.scratch_block = num_blocks
         self.latent = torch.zeros(layers, slots, config.kv_lora_rank, dtype=dtype, device=device)
         self.k_rope = torch.zeros(layers, slots, config.qk_rope_head_dim, dtype=dtype, device=device)
 
@@ -63,10 +68,11 @@ class _KernelCall:
     """[B, max_blocks] int32, padded with block 0 (never read unmasked)."""
     seq_lens: torch.Tensor
     """[B] int32: keys each row sees, its new tokens included."""
-    key_slots: torch.Tensor
-    """[B, T] cache slot of each key position; past a row's length it points anywhere and is masked."""
-    allowed: torch.Tensor
-    """[B, S, T] causal mask within each row's keys."""
+    key_slots: torch.Tensor | None
+    """[B, T] cache slot of each key position; past a row's length it points anywhere and is masked. None
+    for a CUDA graph's decode step, which only the MLA decode kernel runs."""
+    allowed: torch.Tensor | None
+    """[B, S, T] causal mask within each row's keys (None with `key_slots`)."""
 
     @property
     def decoding(self) -> bool:
@@ -74,12 +80,20 @@ class _KernelCall:
 
 
 class PagedAttention:
-    """The `AttentionContext` of one pass over `pieces`, flattened in order into the pass's N tokens."""
+    """The `AttentionContext` of one pass: where its N new tokens go, and the attention calls that read them."""
 
-    def __init__(self, cache: PagedLatentCache, pieces: Sequence[Piece]) -> None:
+    def __init__(self, cache: PagedLatentCache, write_slots: torch.Tensor, calls: list[_KernelCall]) -> None:
         self.cache = cache
+        self.write_slots = write_slots
+        self.calls = calls
+        self.use_kernels = use_kernels(cache.device)
+
+    @classmethod
+    def for_pieces(cls, cache: PagedLatentCache, pieces: Sequence[Piece]) -> PagedAttention:
+        """A pass over `pieces`, flattened in order into the pass's N tokens: decoding rows share one call,
+        each prefill chunk gets its own."""
         device = cache.device
-        self.write_slots = torch.tensor(
+        write_slots = torch.tensor(
             [slot for p in pieces for slot in cache.slots(p.block_table, p.start, p.start + p.count)], device=device
         )
         offsets = [0]
@@ -88,32 +102,18 @@ class PagedAttention:
         decodes = [i for i, p in enumerate(pieces) if p.count == 1]
         chunks = [i for i, p in enumerate(pieces) if p.count > 1]
         groups = ([decodes] if decodes else []) + [[i] for i in chunks]
-        self.calls = [self._kernel_call([pieces[i] for i in g], [offsets[i] for i in g], device) for g in groups]
-        self.use_kernels = use_kernels(device)
+        calls = [_kernel_call(cache, [pieces[i] for i in g], [offsets[i] for i in g]) for g in groups]
+        return cls(cache, write_slots, calls)
 
-    def _kernel_call(self, pieces: list[Piece], offsets: list[int], device: torch.device) -> _KernelCall:
-        size = self.cache.block_size
-        width = max(p.count for p in pieces)
-        lens = [p.start + p.count for p in pieces]
-        visible = max(lens)
-        blocks = -(-visible // size)
-        tables = [list(p.block_table[: -(-n // size)]) for p, n in zip(pieces, lens, strict=True)]
-        block_tables = torch.tensor([t + [0] * (blocks - len(t)) for t in tables], dtype=torch.int32, device=device)
-        position = torch.arange(visible, device=device)
-        key_slots = block_tables.long()[:, position // size] * size + position % size  # [B, T]
-        queries = torch.tensor([[o + min(s, p.count - 1) for s in range(width)] for p, o in zip(pieces, offsets,
-                                                                                                  strict=True)])
-        starts = torch.tensor([p.start for p in pieces], device=device)
-        seq_lens = torch.tensor(lens, dtype=torch.int32, device=device)
-        query_position = (starts[:, None] + torch.arange(width, device=device)).minimum(seq_lens[:, None] - 1)
-        return _KernelCall(
-            queries=queries.to(device),
-            real=torch.arange(width, device=device)[None, :] < (seq_lens - starts)[:, None],
-            block_tables=block_tables,
-            seq_lens=seq_lens,
-            key_slots=key_slots,
-            allowed=position[None, None, :] <= query_position[..., None],
-        )
+    @classmethod
+    def for_decoding(
+        cls, cache: PagedLatentCache, write_slots: torch.Tensor, block_tables: torch.Tensor, seq_lens: torch.Tensor
+    ) -> PagedAttention:
+        """A decode step over static buffers (`engine.cuda_graphs`): one query per row, the row's new token
+        written at write_slots[row], its keys read by the MLA decode kernel through the block tables."""
+        rows = torch.arange(len(write_slots), device=write_slots.device)[:, None]
+        real = torch.ones_like(rows, dtype=torch.bool)
+        return cls(cache, write_slots, [_KernelCall(rows, real, block_tables, seq_lens, key_slots=None, allowed=None)])
 
     def attend(
         self, layer: int, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor,
@@ -131,6 +131,8 @@ class PagedAttention:
                 decode = self._decode_kernel(call, cache_latent, cache_k_rope, attention.scale)
                 result = attention.attend_in_latent_space(q_nope_rows, q_pe_rows, decode)
             else:
+                if call.key_slots is None or call.allowed is None:
+                    raise ModelInputError("a CUDA graph's decode step runs only on the absorbed form's decode kernel")
                 result = attention.attend_over(
                     q_nope_rows, q_pe_rows, cache_latent[call.key_slots], cache_k_rope[call.key_slots], call.allowed
                 )  # [B, S, H, v]
@@ -151,3 +153,29 @@ class PagedAttention:
             return out[:, None]
 
         return attend
+
+
+def _kernel_call(cache: PagedLatentCache, pieces: list[Piece], offsets: list[int]) -> _KernelCall:
+    """The rows of one attention call, each reading its keys through its block table."""
+    device, size = cache.device, cache.block_size
+    width = max(p.count for p in pieces)
+    lens = [p.start + p.count for p in pieces]
+    visible = max(lens)
+    blocks = -(-visible // size)
+    tables = [list(p.block_table[: -(-n // size)]) for p, n in zip(pieces, lens, strict=True)]
+    block_tables = torch.tensor([t + [0] * (blocks - len(t)) for t in tables], dtype=torch.int32, device=device)
+    position = torch.arange(visible, device=device)
+    key_slots = block_tables.long()[:, position // size] * size + position % size  # [B, T]
+    rows = zip(pieces, offsets, strict=True)
+    queries = torch.tensor([[offset + min(s, p.count - 1) for s in range(width)] for p, offset in rows])
+    starts = torch.tensor([p.start for p in pieces], device=device)
+    seq_lens = torch.tensor(lens, dtype=torch.int32, device=device)
+    query_position = (starts[:, None] + torch.arange(width, device=device)).minimum(seq_lens[:, None] - 1)
+    return _KernelCall(
+        queries=queries.to(device),
+        real=torch.arange(width, device=device)[None, :] < (seq_lens - starts)[:, None],
+        block_tables=block_tables,
+        seq_lens=seq_lens,
+        key_slots=key_slots,
+        allowed=position[None, None, :] <= query_position[..., None],
+    )

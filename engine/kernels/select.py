@@ -3,7 +3,8 @@
 Kernels run for tensors on a CUDA device; everything else takes the references, so the CPU path is the one
 the tests pin down. `KCODE_KERNELS=reference` forces the references on a GPU too (to tell a kernel bug from
 a model bug); `KCODE_KERNELS=triton` forces the kernels on any device, which with `TRITON_INTERPRET=1` runs
-them in Triton's interpreter on the CPU.
+them in Triton's interpreter on the CPU. On the kernel path of a CUDA device decode steps replay CUDA graphs
+(`engine.cuda_graphs`); `KCODE_CUDA_GRAPHS=0` runs them eagerly.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from engine.errors import ModelInputError
 
 ENV = "KCODE_KERNELS"
+GRAPHS_ENV = "KCODE_CUDA_GRAPHS"
 _CHOICES = ("auto", "reference", "triton")
 
 
@@ -31,3 +33,8 @@ def use_kernels(device: torch.device) -> bool:
     if mode == "auto":
         return device.type == "cuda"
     return mode == "triton"
+
+
+def use_cuda_graphs(device: torch.device) -> bool:
+    """Decode steps replay CUDA graphs on a CUDA device's kernel path, unless `KCODE_CUDA_GRAPHS=0`."""
+    return device.type == "cuda" and use_kernels(device) and os.environ.get(GRAPHS_ENV, "1") != "0"

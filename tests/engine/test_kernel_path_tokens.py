@@ -23,6 +23,7 @@ import torch
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton
 pytest.importorskip("triton")
 
+from engine.cuda_graphs import DecodeGraphs
 from engine.llm import LLM
 from engine.sampling import SamplingParams
 from engine.tiny import make_tiny
@@ -69,3 +70,26 @@ def test_fp8_weights_on_the_kernel_path_stay_within_activation_quantisation_of_t
         # measured: max 4.4 % and mean 1.0 % of the largest logit; a broken kernel is off by the logits' size
         assert error.max() < 0.15 * scale and error.mean() < 0.03 * scale, "more than fp8 rounding explains"
         assert error.max() > 0, "the kernel path must have quantised the activations"
+
+
+def test_decode_steps_through_static_graph_buffers_give_the_same_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CUDA-graph step run eagerly (no GPU here): padded batch sizes, the scratch block, block tables
+    rewritten every step and a batch too big for any graph all leave every sequence's tokens unchanged."""
+    llm = LLM(make_tiny(tmp_path / "k2", dtype="fp32", seed=1), dtype="float32", block_size=4)
+    prompts = [*PROMPTS, [7, 8, 9, 10, 11], [90], [5, 6]]
+    reference = _tokens(llm, monkeypatch, "reference", prompts)
+    graphs = DecodeGraphs(llm.model, llm.core.runner.cache, max_batch=4, max_model_len=llm.max_model_len,
+                          capture=False)
+    llm.core.runner.graphs = graphs
+    for batch in ([prompts[0]], prompts[:3], prompts):  # one row; three rows padded to 4; five: too many
+        expected = [reference[prompts.index(p)] for p in batch]
+        assert _tokens(llm, monkeypatch, "triton", batch) == expected
+    assert sorted(graphs._steps) == [1, 4]
+
+
+def _tokens(llm: LLM, monkeypatch: pytest.MonkeyPatch, mode: str, prompts: list[list[int]]) -> list[tuple[int, ...]]:
+    monkeypatch.setenv("KCODE_KERNELS", mode)
+    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+    return [out.token_ids for out in llm.generate(prompts, params)]

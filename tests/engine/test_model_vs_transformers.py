@@ -108,7 +108,7 @@ def _paged_pass(
     """One flattened pass over (block table, new tokens, first position) pieces; [N, V] logits."""
     ids = [t for _, tokens, _ in pieces for t in tokens]
     positions = [start + i for _, tokens, start in pieces for i in range(len(tokens))]
-    context = PagedAttention(cache, [Piece(table, start, len(tokens)) for table, tokens, start in pieces])
+    context = PagedAttention.for_pieces(cache, [Piece(table, start, len(tokens)) for table, tokens, start in pieces])
     return model(torch.tensor([ids]), torch.tensor([positions]), context=context)[0]
 
 
