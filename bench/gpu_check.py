@@ -37,7 +37,7 @@ from torch import nn
 from engine.config import ModelConfig
 from engine.cuda_graphs import DecodeGraphs
 from engine.fp8 import FP8_DTYPE, quantize_activation_fp8, quantize_block_fp8
-from engine.models.deepseek_v3 import DeepseekV3ForCausalLM, ModelOptions, MoE
+from engine.models.deepseek_v3 import DeepseekV3ForCausalLM, ModelOptions, MoE, MultiHeadLatentAttention
 from engine.paged_cache import PagedAttention, PagedLatentCache, Piece
 from engine.tiny_weights import INIT_STD, tiny_config
 
@@ -339,6 +339,27 @@ def mla_decode(check: Check) -> None:
         )
 
 
+def prefill_attention(check: Check) -> None:
+    """The prefill path picks SDPA over keys decompressed per head; this checks it beats the absorbed form."""
+    tokens = 32 if check.smoke else 4096
+    for model_name, raw in (SMOKE_MODEL_SHAPES if check.smoke else MODEL_SHAPES).items():
+        check.require_time()
+        config = ModelConfig.from_hf(raw)
+        layer = MultiHeadLatentAttention(config, 0, ModelOptions(dtype=torch.bfloat16), check.device)
+        fill_random(layer)
+        heads, rope = config.num_attention_heads, config.qk_rope_head_dim
+        q_nope = torch.randn(1, tokens, heads, config.qk_nope_head_dim, device=check.device).bfloat16()
+        q_pe = torch.randn(1, tokens, heads, rope, device=check.device).bfloat16()
+        latent = torch.randn(1, tokens, config.kv_lora_rank, device=check.device).bfloat16()
+        k_pe = torch.randn(1, tokens, rope, device=check.device).bfloat16()
+        causal = torch.ones(tokens, tokens, dtype=torch.bool, device=check.device).tril()[None]
+        sdpa = check.seconds(layer.attend_with_sdpa, q_nope, q_pe, latent, k_pe, causal)
+        absorbed = check.seconds(layer.attend_over, q_nope, q_pe, latent, k_pe, causal)
+        check.figures[f"{model_name} prefill attention sdpa/absorbed"] = absorbed / sdpa
+        print(f"{model_name}, one layer over {tokens} tokens: SDPA {sdpa * 1e3:.2f} ms, "
+              f"absorbed {absorbed * 1e3:.2f} ms ({absorbed / sdpa:.2f}x)", flush=True)
+
+
 def models(check: Check) -> None:
     shapes = SMOKE_MODEL_SHAPES if check.smoke else MODEL_SHAPES
     batches = (1, 2) if check.smoke else (1, 8, 64, 256)
@@ -395,6 +416,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Check], None]]] = {
     "gemm": ("block-fp8 GEMM at K2's shapes", gemm),
     "moe": ("fused MoE against the per-expert loop", fused_moe),
     "mla": ("MLA decode over the paged cache", mla_decode),
+    "prefill": ("prefill attention: SDPA against the absorbed form", prefill_attention),
     "models": ("decode and prefill of large random models", models),
 }
 

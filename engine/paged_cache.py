@@ -9,7 +9,8 @@ sequences (one query each) share one padded kernel call; each prefill chunk gets
 scores are [1, H, chunk, T] and never padded to the batch.
 
 Where the GPU kernels run (`engine.kernels.select`), decoding rows go through the Triton MLA decode kernel,
-which reads the block tables itself; elsewhere every call gathers its keys with a torch index.
+which reads the block tables itself, and prefill chunks through PyTorch's fused attention (SDPA) over keys
+decompressed per head; elsewhere every call gathers its keys and runs the model's configured form.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ class PagedAttention:
             else:
                 if call.key_slots is None or call.allowed is None:
                     raise ModelInputError("a CUDA graph's decode step runs only on the absorbed form's decode kernel")
-                result = attention.attend_over(
+                attend = attention.attend_with_sdpa if self.use_kernels and not call.decoding else attention.attend_over
+                result = attend(
                     q_nope_rows, q_pe_rows, cache_latent[call.key_slots], cache_k_rope[call.key_slots], call.allowed
                 )  # [B, S, H, v]
             if out is None:

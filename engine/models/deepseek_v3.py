@@ -13,7 +13,6 @@ R qk_rope_head_dim, N flattened tokens, E routed experts, K experts per token.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -28,6 +27,7 @@ from engine.fp8 import FP8_DTYPE, dequantize_block_fp8, scale_grid_shape
 from engine.kernels.fp8_linear import fp8_linear
 from engine.kernels.fused_moe import StackedExperts, fused_moe, share_stacked_storage, stack_experts
 from engine.kernels.select import use_kernels
+from engine.models.rope import RotaryEmbedding, apply_rope
 
 Device = torch.device | str
 AttentionForm = Literal["plain", "absorbed"]
@@ -138,55 +138,6 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-# ---- rotary position embedding -------------------------------------------------------------------------
-
-
-def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
-    """Per-pair angular frequency [R/2] in float64, with YaRN's interpolation of the low frequencies."""
-    dim, base = config.qk_rope_head_dim, config.rope_theta
-    freqs = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-    yarn = config.rope_scaling
-    if yarn is None:
-        return freqs
-
-    def correction_dim(rotations: float) -> float:
-        # the pair index whose wavelength fits `rotations` times into the original context
-        return dim * math.log(yarn.original_max_position_embeddings / (rotations * 2 * math.pi)) / (2 * math.log(base))
-
-    low = max(math.floor(correction_dim(yarn.beta_fast)), 0)
-    high = min(math.ceil(correction_dim(yarn.beta_slow)), dim - 1)
-    span = high - low if high != low else 0.001
-    ramp = ((torch.arange(dim // 2, dtype=torch.float64) - low) / span).clamp(0, 1)
-    keep = 1 - ramp  # 1: high frequency, extrapolated as is; 0: divided by the factor
-    return freqs / yarn.factor * (1 - keep) + freqs * keep
-
-
-class RotaryEmbedding(nn.Module):
-    """cos/sin [B, S, R/2] for explicit positions, so padded and cached sequences rotate correctly.
-
-    Angles are computed in float64 (fp32 loses ~1e-4 rad at position 3000); the frequencies are a plain
-    attribute rather than a buffer so that casting the model never rounds them.
-    """
-
-    def __init__(self, config: ModelConfig, device: Device):
-        super().__init__()
-        self.amplitude = config.rope_amplitude
-        self.inv_freq = rope_inv_freq(config).to(device)  # [R/2] float64
-
-    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inv_freq = self.inv_freq.to(positions.device)
-        angles = positions.to(torch.float64)[..., None] * inv_freq  # [B, S, R/2]
-        return (angles.cos() * self.amplitude).float(), (angles.sin() * self.amplitude).float()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs (x0, x1), (x2, x3), ... of the last dim, as the checkpoints are laid out."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    return rotated.flatten(-2).to(x.dtype)
-
-
 # ---- where attention reads its keys ---------------------------------------------------------------------
 
 
@@ -278,6 +229,21 @@ class MultiHeadLatentAttention(nn.Module):
         return self.attend_in_latent_space(
             q_nope, q_pe, lambda q_latent, q_rope: self._latent_attention(q_latent, q_rope, latent, k_pe, allowed)
         )
+
+    def attend_with_sdpa(
+        self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
+        """The plain form through PyTorch's fused attention, for prefill on a GPU: with many queries per key,
+        decompressing 192-wide keys per head costs less than scoring every query against the 576-wide latent."""
+        batch, visible, _ = latent.shape
+        kv = self.kv_b_proj(latent).view(batch, visible, self.heads, self.nope + self.v_dim)
+        k_nope, v = kv.split([self.nope, self.v_dim], dim=-1)
+        k = torch.cat([k_nope, k_pe[:, :, None].expand(-1, -1, self.heads, -1)], dim=-1)
+        q = torch.cat([q_nope, q_pe], dim=-1)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed[:, None], scale=self.scale
+        )  # [B, H, S, v]
+        return out.transpose(1, 2)
 
     def attend_in_latent_space(
         self, q_nope: torch.Tensor, q_pe: torch.Tensor, latent_attention: LatentAttention

@@ -227,3 +227,18 @@ def test_bad_inputs_are_reported(hf_reference: Callable[[str], HfReference]) -> 
         model(ids[0], torch.arange(6))
     with pytest.raises(ModelInputError, match="attention must be 'plain' or 'absorbed', got 'flash'"):
         ModelOptions(attention="flash")  # type: ignore[arg-type]
+
+
+def test_the_sdpa_prefill_path_matches_the_plain_form(hf_reference: Callable[[str], HfReference]) -> None:
+    """The GPU prefill path (PyTorch's fused attention over per-head keys) against the plain form, with a cached
+    prefix: 5 new queries over 12 keys, each seeing the prefix and the new keys up to itself."""
+    attention = load_model(hf_reference("k2").path, dtype=torch.float32).model.layers[0].self_attn
+    generator = torch.Generator().manual_seed(8)
+    heads, nope, rope, rank = attention.heads, attention.nope, attention.rope, attention.rank
+    q_nope = torch.randn(1, 5, heads, nope, generator=generator)
+    q_pe = torch.randn(1, 5, heads, rope, generator=generator)
+    latent, k_pe = torch.randn(1, 12, rank, generator=generator), torch.randn(1, 12, rope, generator=generator)
+    allowed = torch.arange(12)[None, None, :] <= (7 + torch.arange(5))[None, :, None]
+    expected = attention.attend_over(q_nope, q_pe, latent, k_pe, allowed)  # the absorbed form: another route
+    torch.testing.assert_close(attention.attend_with_sdpa(q_nope, q_pe, latent, k_pe, allowed), expected,
+                               atol=LOGIT_ATOL, rtol=LOGIT_ATOL)
