@@ -25,6 +25,7 @@ pytest.importorskip("triton")
 
 from engine.cuda_graphs import DecodeGraphs
 from engine.llm import LLM
+from engine.models.deepseek_v3 import MoE
 from engine.sampling import SamplingParams
 from engine.tiny import make_tiny
 
@@ -55,6 +56,8 @@ def test_greedy_tokens_agree_between_the_kernel_and_reference_paths(
     assert kernels == reference
     assert all(len(set(tokens)) > 3 for tokens in reference), "a collapsed continuation would test little"
     assert "engine.kernels._fused_moe_triton" in sys.modules, "the Triton kernels must really have run"
+    moes = [layer.mlp for layer in llm.model.model.layers if isinstance(layer.mlp, MoE)]
+    assert moes and all(m._stacked_experts()[1] for m in moes), "K2's one shared expert is folded into the kernel"
 
 
 def test_fp8_weights_on_the_kernel_path_stay_within_activation_quantisation_of_the_reference(
