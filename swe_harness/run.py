@@ -132,6 +132,7 @@ def _work(testbed: Testbed, settings: Settings, out_dir: Path, counter: _StepCou
                       approvals=guarded(headless_approvals(True), settings, testbed.workspace, toolset,
                                         home=Path(testbed.variables.get("HOME", "/")), on_decision=emit),
                       compactor=compactor(settings, backend, testbed.workspace))
+        emit(Notice(f"tools offered: {', '.join(toolset.names)}"))  # an MCP server's tools show in the record
         shell = toolset.get("bash")
         with cancellation.on_cancel(getattr(shell, "interrupt", lambda: None)):
             return agent.run_turn(user(task_prompt(testbed.instance, testbed.workspace)))

@@ -65,8 +65,11 @@ def test_run_then_grade_resolves_with_the_agent_offline_and_blind_to_the_future(
     assert "Fix mul" not in history and "Release" not in history and "v1.0" not in history
     assert "Add mul()" in history and "fatal" in history  # the fix commit's object is gone
     assert "Network is unreachable" in network
-    workspace = json.loads((output / "instances" / "acme__calc-1" / "trajectory.jsonl").read_text()
-                           .splitlines()[0])["workspace"]
+    records = [json.loads(line) for line in (output / "instances" / "acme__calc-1" / "trajectory.jsonl")
+               .read_text().splitlines()]
+    workspace = records[0]["workspace"]
+    offered = next(r["message"] for r in records if "tools offered" in str(r.get("message", "")))
+    assert "bash" in offered and "submit" in offered and "mcp__" not in offered, "the record says what the agent had"
     assert f"{workspace}/calc/__init__.py" in environment and str(env_cache) not in environment.split()[-1]
     system_message = openai_server.chat_requests[0].body["messages"][0]["content"]
     assert "Nobody\nwill answer questions" in system_message and "There is no network access" in system_message
