@@ -17,7 +17,7 @@ from swe_harness.html_evidence import esc, run_evidence
 from swe_harness.predictions import load_predictions
 from swe_harness.report import INSTANCES_DIR
 from swe_harness.run import PREDICTIONS_FILE
-from swe_harness.runs_report import GradedRun, RunsReport, repository_of
+from swe_harness.runs_report import GradedRun, RunsReport, percent, repository_of
 
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:70em;padding:0 1em;color:#222}
@@ -37,18 +37,6 @@ def write_html_report(report: RunsReport, path: Path) -> None:
     with path.open("w", encoding="utf-8") as page:
         for chunk in _page(report):
             page.write(chunk)
-
-
-def percent(rate: float) -> str:
-    return f"{100 * rate:.1f}%"
-
-
-def mean_and_spread(report: RunsReport) -> str:
-    """`50.0% ± 25.00 pp (mean ± sample std over 3 runs)`; with one run, says the std is undefined."""
-    std = report.std_resolved_rate
-    if std is None:
-        return f"{percent(report.mean_resolved_rate)} (one run: the sample std is undefined)"
-    return f"{percent(report.mean_resolved_rate)} ± {100 * std:.2f} pp (mean ± sample std over {len(report.runs)} runs)"
 
 
 def _page(report: RunsReport) -> Iterator[str]:

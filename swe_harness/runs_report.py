@@ -193,3 +193,15 @@ def _require_same_instances(first: GradedRun, other: GradedRun) -> None:
              for run, ids in ((first, only_first), (other, only_other)) if ids]
     raise HarnessError(f"runs {first.label} and {other.label} cover different instances: {'; '.join(parts)}; "
                        f"compare runs of the same instance set")
+
+
+def percent(rate: float) -> str:
+    return f"{100 * rate:.1f}%"
+
+
+def mean_and_spread(report: RunsReport) -> str:
+    """`50.0% ± 25.00 pp (mean ± sample std over 3 runs)`; with one run, says the std is undefined."""
+    std = report.std_resolved_rate
+    if std is None:
+        return f"{percent(report.mean_resolved_rate)} (one run: the sample std is undefined)"
+    return f"{percent(report.mean_resolved_rate)} ± {100 * std:.2f} pp (mean ± sample std over {len(report.runs)} runs)"

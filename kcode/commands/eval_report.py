@@ -19,8 +19,8 @@ from rich.text import Text
 
 from kcode.commands.eval import EvalExit
 from swe_harness.errors import HarnessError
-from swe_harness.html_report import mean_and_spread, percent, write_html_report
-from swe_harness.runs_report import RunsReport, compare_runs, load_runs, report_document
+from swe_harness.html_report import write_html_report
+from swe_harness.runs_report import RunsReport, compare_runs, load_runs, mean_and_spread, percent, report_document
 
 
 def eval_report(run_dirs: Sequence[Path], *, json_output: bool, html: Path | None,

@@ -18,7 +18,7 @@ from typing import TextIO
 from kcode.commands.eval import EvalExit, Selection, eval_grade, eval_run, finish_line
 from kcode.config import Settings
 from swe_harness.run import PREDICTIONS_FILE
-from swe_harness.runs_report import RunsReport, compare_runs, load_runs, report_document
+from swe_harness.runs_report import RunsReport, compare_runs, load_runs, mean_and_spread, percent, report_document
 
 
 def eval_runs(selection: Selection, settings: Settings, *, runs: int, max_steps: int | None, timeout_s: float,
@@ -50,12 +50,10 @@ def eval_runs(selection: Selection, settings: Settings, *, runs: int, max_steps:
 
 
 def spread_text(report: RunsReport) -> str:
-    """One line per run with its resolved rate, and one with their mean ± sample standard deviation."""
+    """One line per run with its resolved rate, and one with their mean ± sample standard deviation, written as
+    `kcode eval report` writes them."""
     lines = [f"{run.path.name}: resolved {run.summary['resolved_instances']} of {run.summary['total_instances']} "
-             f"({run.resolved_rate:.1%})" for run in report.runs]
-    std = report.std_resolved_rate
-    spread = f"± {std:.1%} (sample std over {len(report.runs)} runs)" if std is not None else \
-        "(one run: no standard deviation)"
-    lines.append(f"resolved rate: mean {report.mean_resolved_rate:.1%} {spread}")
+             f"({percent(run.resolved_rate)})" for run in report.runs]
+    lines.append(f"resolved rate: {mean_and_spread(report)}")
     return "".join(f"{line}\n" for line in lines)
 

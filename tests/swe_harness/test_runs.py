@@ -41,7 +41,7 @@ def test_two_graded_runs_give_the_mean_and_sample_std_and_a_rerun_resumes_both(
     mean, std = statistics.mean(rates), statistics.stdev(rates)  # 0.5 and 0.7071 by hand
     assert first.stdout.splitlines() == [
         "run-1: resolved 1 of 1 (100.0%)", "run-2: resolved 0 of 1 (0.0%)",
-        f"resolved rate: mean {mean:.1%} ± {std:.1%} (sample std over 2 runs)"]
+        f"resolved rate: {100 * mean:.1f}% ± {100 * std:.2f} pp (mean ± sample std over 2 runs)"]
     assert "run 2 of 2 into" in first.stderr
 
     requests = len(openai_server.chat_requests)
