@@ -143,6 +143,8 @@ def test_slash_commands(repo: Path, tmp_path: Path, openai_server: ScriptedServe
     _expect(child, "scripted-model")
     _say(child, "/bogus")
     _expect(child, "Unknown command /bogus")
+    _say(child, "/mcp")
+    _expect(child, "No MCP servers in this session")
     assert openai_server.chat_requests == []
 
     long_answer = "First answer. " + "Details follow. " * 200  # long enough that a summary is shorter
