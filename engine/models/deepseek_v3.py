@@ -278,14 +278,16 @@ class MultiHeadLatentAttention(nn.Module):
         self, q_latent: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor,
         allowed: torch.Tensor,
     ) -> torch.Tensor:
-        """Softmax attention in latent space over gathered keys [B, T, C] / [B, T, R] -> [B, S, H, C]. The latent
-        and the roped key are scored in one batched matmul over their concatenation (C + R wide): on the CPU
-        that is 3x faster than two einsums."""
+        """Softmax attention in latent space over gathered keys [B, T, C] / [B, T, R] -> [B, S, H, C]. Every head
+        scores the same keys, so heads and queries share one batched matmul over the concatenated latent and
+        roped key (C + R wide): on the CPU that is 2-3x faster than two einsums."""
+        batch, new, heads, _ = q_latent.shape
         latent = latent.to(q_latent.dtype)
         keys = torch.cat([latent, k_pe.to(latent.dtype)], dim=-1)  # [B, T, C + R]
-        queries = torch.cat([q_latent, q_pe], dim=-1).transpose(1, 2)  # [B, H, S, C + R]
-        probs = self._softmax(queries @ keys.transpose(1, 2)[:, None], allowed, latent.dtype)  # [B, H, S, T]
-        return (probs @ latent[:, None]).transpose(1, 2)
+        queries = torch.cat([q_latent, q_pe], dim=-1).transpose(1, 2).reshape(batch, heads * new, -1)
+        scores = torch.bmm(queries, keys.transpose(1, 2)).view(batch, heads, new, -1)  # [B, H, S, T]
+        probs = self._softmax(scores, allowed, latent.dtype).view(batch, heads * new, -1)
+        return torch.bmm(probs, latent).view(batch, heads, new, -1).transpose(1, 2)
 
 
 # ---- mixture of experts --------------------------------------------------------------------------------
