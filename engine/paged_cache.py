@@ -102,7 +102,15 @@ class PagedAttention:
             offsets.append(offsets[-1] + piece.count)
         decodes = [i for i, p in enumerate(pieces) if p.count == 1]
         chunks = [i for i, p in enumerate(pieces) if p.count > 1]
-        groups = ([decodes] if decodes else []) + [[i] for i in chunks]
+        if use_kernels(device):  # the decode kernel reads each row's own length: one launch for all
+            groups = [decodes] if decodes else []
+        else:  # gathered keys are padded to the group's longest row: group rows of like length
+            by_length = sorted(decodes, key=lambda i: pieces[i].start)
+            buckets: dict[int, list[int]] = {}
+            for i in by_length:
+                buckets.setdefault((pieces[i].start + 1).bit_length(), []).append(i)
+            groups = list(buckets.values())
+        groups += [[i] for i in chunks]
         calls = [_kernel_call(cache, [pieces[i] for i in g], [offsets[i] for i in g]) for g in groups]
         return cls(cache, write_slots, calls)
 

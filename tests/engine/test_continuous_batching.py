@@ -15,6 +15,7 @@ import pytest
 from torch import nn
 
 from engine.llm import LLM
+from engine.paged_cache import PagedAttention, Piece
 from engine.sampling import SamplingParams
 from engine.tiny import make_tiny
 
@@ -141,3 +142,15 @@ def test_two_streams_in_one_thread_advance_together(checkpoint: Path, alone: LLM
     for conversation, text in zip(conversations, texts, strict=True):
         assert text == alone.chat(conversation, None, GREEDY)["choices"][0]["message"]["content"]
 
+
+
+def test_decoding_rows_of_unlike_lengths_gather_their_keys_in_separate_calls(checkpoint: Path) -> None:
+    """On the CPU every call gathers keys padded to its longest row, so decoding rows are grouped by length
+    (powers of two: 3 | 4-7 | 64-127 keys); a prefill chunk keeps a call of its own."""
+    llm = LLM(checkpoint, dtype="float32", block_size=4)
+    table = list(range(40))
+    pieces = [Piece(table, start, 1) for start in (3, 2, 100, 70, 5)] + [Piece(table, 0, 6)]
+    context = PagedAttention.for_pieces(llm.core.runner.cache, pieces)
+    calls = [(call.queries.flatten().tolist(), call.key_slots.shape[1]) for call in context.calls
+             if call.key_slots is not None]
+    assert calls == [([1], 3), ([0, 4], 6), ([3, 2], 101), ([5, 6, 7, 8, 9, 10], 6)]
