@@ -1,11 +1,11 @@
-"""Block fp8 (e4m3) quantisation in plain torch.
+"""Block fp8 (e4m3) quantisation in plain torch: the references the GPU kernels are checked against.
 
 Checkpoint weights `[N, K]` carry one fp32 `weight_scale_inv` per (128 x 128) block, shape
-`[ceil(N/128), ceil(K/128)]`; edge blocks are ragged (`kv_a_proj_with_mqa` is 576 x 7168). The model uses
-`dequantize_block_fp8` only: its `Fp8Linear` keeps weights in fp8 and dequantises them on the fly
-(weight-only), with activations in the compute dtype. The activation quantisation (`activation_scheme:
-dynamic`, one scale per token per 128 channels) and `fp8_block_matmul` are not used by the model yet: they are
-the reference that a later GPU fp8 GEMM kernel, which does not exist yet, will be checked against.
+`[ceil(N/128), ceil(K/128)]`; edge blocks are ragged (`kv_a_proj_with_mqa` is 576 x 7168). On the CPU the
+model's `Fp8Linear` keeps weights in fp8 and dequantises them on the fly (weight-only). On a GPU it also
+quantises activations (`activation_scheme: dynamic`, one scale per token per 128 channels) and multiplies in
+fp8 (`engine.kernels.fp8_linear`); `quantize_activation_fp8`, `fp8_block_gemm` and `fp8_block_matmul` are
+what those kernels compute, in fp32.
 """
 
 from __future__ import annotations
@@ -90,17 +90,26 @@ def dequantize_activation_fp8(x_fp8: torch.Tensor, scale: torch.Tensor, group: i
     return x_fp8.float() * expanded
 
 
+def fp8_block_gemm(
+    x_fp8: torch.Tensor,
+    x_scale: torch.Tensor,
+    w_fp8: torch.Tensor,
+    w_scale: torch.Tensor,
+    block: tuple[int, int] = DEFAULT_BLOCK,
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """[M, K] x [N, K] -> [M, N] of already quantised operands: both dequantised to fp32, multiplied, rounded
+    once to `out_dtype`."""
+    x = dequantize_activation_fp8(x_fp8, x_scale, block[1])
+    return (x @ dequantize_block_fp8(w_fp8, w_scale, block).T).to(out_dtype)
+
+
 def fp8_block_matmul(
     x: torch.Tensor, w_fp8: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int] = DEFAULT_BLOCK
 ) -> torch.Tensor:
-    """`x @ W.T` as a dynamic-activation fp8 GEMM computes it, returned in x's dtype.
-
-    The activations are quantised per token per `block[1]` channels, both operands are dequantised and the
-    product accumulates in fp32. Nothing calls it yet: it is the reference a later GPU fp8 GEMM kernel will be
-    checked against (`Fp8Linear` dequantises only the weight).
-    """
+    """`x @ W.T` as a dynamic-activation fp8 GEMM computes it, returned in x's dtype: the activations are
+    quantised per token per `block[1]` channels, then `fp8_block_gemm` accumulates in fp32."""
     if x.shape[-1] != w_fp8.shape[1]:
         raise Fp8ShapeError(f"x has {x.shape[-1]} channels but the weight takes {w_fp8.shape[1]}")
     x_q, x_scale = quantize_activation_fp8(x, block[1])
-    x_deq = dequantize_activation_fp8(x_q, x_scale, block[1])
-    return (x_deq @ dequantize_block_fp8(w_fp8, scale_inv, block).T).to(x.dtype)
+    return fp8_block_gemm(x_q, x_scale, w_fp8, scale_inv, block, x.dtype)

@@ -9,7 +9,7 @@ run it correctly (probed once per device and dtype) and the shape suits cuBLAS, 
 (K2's 576-row `kv_a_proj_with_mqa`, other GPUs, older torch).
 
 Each kernel has a plain torch reference with the same signature: `engine.fp8.quantize_activation_fp8` for
-`quantize_activation_fp8_triton`, `fp8_block_gemm_reference` for `fp8_block_gemm_triton`. Triton is imported
+`quantize_activation_fp8_triton`, `engine.fp8.fp8_block_gemm` for `fp8_block_gemm_triton`. Triton is imported
 only inside the launchers.
 """
 
@@ -22,7 +22,6 @@ from engine.errors import Fp8ShapeError
 from engine.fp8 import (
     DEFAULT_BLOCK,
     FP8_DTYPE,
-    dequantize_activation_fp8,
     dequantize_block_fp8,
     fp8_block_matmul,
     quantize_block_fp8,
@@ -162,19 +161,6 @@ def quantize_rows_fp8(
     return q, scale
 
 
-def fp8_block_gemm_reference(
-    x_fp8: torch.Tensor,
-    x_scale: torch.Tensor,
-    w_fp8: torch.Tensor,
-    w_scale: torch.Tensor,
-    block: tuple[int, int] = DEFAULT_BLOCK,
-    out_dtype: torch.dtype = torch.bfloat16,
-) -> torch.Tensor:
-    """[M, K] x [N, K] -> [M, N]: both operands dequantised to fp32, multiplied, rounded once to `out_dtype`."""
-    x = dequantize_activation_fp8(x_fp8, x_scale, block[1])
-    return (x @ dequantize_block_fp8(w_fp8, w_scale, block).T).to(out_dtype)
-
-
 def fp8_block_gemm_triton(
     x_fp8: torch.Tensor,
     x_scale: torch.Tensor,
@@ -183,7 +169,7 @@ def fp8_block_gemm_triton(
     block: tuple[int, int] = DEFAULT_BLOCK,
     out_dtype: torch.dtype = torch.bfloat16,
 ) -> torch.Tensor:
-    """Triton twin of `fp8_block_gemm_reference`: x fp8 [M, K] with scales [M, ceil(K/block[1])], w fp8
+    """Triton twin of `engine.fp8.fp8_block_gemm`: x fp8 [M, K] with scales [M, ceil(K/block[1])], w fp8
     [N, K] with scales [ceil(N/block[0]), ceil(K/block[1])], fp32 accumulation, [M, N] in `out_dtype`."""
     from engine.kernels._fp8_linear_triton import block_fp8_gemm_kernel
 
